@@ -1,0 +1,13 @@
+//! peapod-kubelet: pod lifecycle. One worker per pod (`worker`), deciding with the pure
+//! planner (`plan`), acting through the runtime; `translate` is the only bridge from Pod specs
+//! to runtime configs.
+
+pub mod context;
+pub mod plan;
+pub mod pod_sandbox;
+pub mod translate;
+pub mod worker;
+
+pub use context::PodContext;
+pub use plan::Phase;
+pub use worker::{Node, PodEvent, PodWorker};

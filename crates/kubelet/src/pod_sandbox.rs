@@ -1,0 +1,171 @@
+//! What a pod's sandbox holds, decided from its spec (pure): hostname, /etc/hosts,
+//! /etc/resolv.conf and the volumes to create; plus writing ConfigMap and Secret volumes.
+
+use crate::context::PodContext;
+use k8s_openapi::api::core::v1::KeyToPath;
+use peapod_api::quantity::parse_quantity;
+use peapod_runtime::sandbox::{MemoryVolume, SandboxConfig, SandboxDir};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The sandbox config of a pod: `host_resolv` is the host's /etc/resolv.conf.
+pub fn sandbox_config(ctx: &PodContext, host_resolv: &str) -> SandboxConfig {
+    let spec = ctx.pod.spec.as_ref();
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| ctx.name().to_string());
+    let mut disk_volumes = Vec::new();
+    let mut memory_volumes = Vec::new();
+    for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        match &v.empty_dir {
+            Some(ed) if ed.medium.as_deref() == Some("Memory") => {
+                memory_volumes.push(MemoryVolume {
+                    name: v.name.clone(),
+                    size_limit: ed.size_limit.as_ref().and_then(|q| parse_quantity(&q.0)),
+                })
+            }
+            Some(_) => disk_volumes.push(v.name.clone()),
+            None if v.config_map.is_some() || v.secret.is_some() => {
+                disk_volumes.push(v.name.clone())
+            }
+            None => {}
+        }
+    }
+    SandboxConfig {
+        hosts: hosts_file(&hostname, ctx.pod_ip.as_deref()),
+        resolv_conf: resolv_conf(host_resolv),
+        hostname,
+        disk_volumes,
+        memory_volumes,
+    }
+}
+
+/// The kubelet's managed /etc/hosts
+/// (<https://kubernetes.io/docs/tasks/network/customize-hosts-file-for-pods/>).
+pub fn hosts_file(hostname: &str, pod_ip: Option<&str>) -> String {
+    let mut text = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    text.push_str(&format!("{}\t{hostname}\n", pod_ip.unwrap_or("127.0.1.1")));
+    text
+}
+
+/// The host's resolv.conf without loopback nameservers, which a pod's network namespace
+/// cannot reach (the kubelet's `dnsPolicy: Default` with the same filtering as
+/// systemd-resolved setups need).
+pub fn resolv_conf(host: &str) -> String {
+    host.lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            !(words.next() == Some("nameserver")
+                && words
+                    .next()
+                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Writes every ConfigMap and Secret volume's files into the sandbox's volume directories.
+pub fn write_projected_volumes(ctx: &PodContext, sandbox: &SandboxDir) -> std::io::Result<()> {
+    for v in ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let (data, items, mode) = if let Some(cm) = &v.config_map {
+            (
+                ctx.config_map_bytes(&cm.name),
+                cm.items.as_deref(),
+                cm.default_mode,
+            )
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            (ctx.secret_bytes(&name), s.items.as_deref(), s.default_mode)
+        } else {
+            continue;
+        };
+        let dir = sandbox.volume(&v.name);
+        std::fs::create_dir_all(&dir)?;
+        for (path, bytes, item_mode) in projected_files(&data.unwrap_or_default(), items) {
+            let target = dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&target, bytes)?;
+            let mode = item_mode.or(mode).unwrap_or(0o644) as u32;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// The files of a projected volume: every key, or only `items` at their paths.
+fn projected_files<'a>(
+    data: &'a BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+) -> Vec<(String, &'a [u8], Option<i32>)> {
+    match items {
+        None => data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_slice(), None))
+            .collect(),
+        Some(items) => items
+            .iter()
+            .filter(|i| !Path::new(&i.path).is_absolute() && !i.path.split('/').any(|p| p == ".."))
+            .filter_map(|i| {
+                data.get(&i.key)
+                    .map(|v| (i.path.clone(), v.as_slice(), i.mode))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn volumes_by_medium() {
+        let pod = serde_json::from_value(
+            json!({"metadata": {"name": "web"}, "spec": {"containers": [], "volumes": [
+                {"name": "disk", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                {"name": "host", "hostPath": {"path": "/tmp"}},
+            ]}}),
+        )
+        .expect("pod");
+        let cfg = sandbox_config(
+            &PodContext::new(pod, vec![], vec![]),
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\nsearch x\n",
+        );
+        assert_eq!(cfg.hostname, "web");
+        assert_eq!(cfg.disk_volumes, vec!["disk".to_string()]);
+        assert_eq!(cfg.memory_volumes[0].size_limit, Some(1 << 20));
+        assert_eq!(cfg.resolv_conf, "nameserver 10.0.0.1\nsearch x\n");
+        assert!(cfg.hosts.ends_with("127.0.1.1\tweb\n"));
+    }
+
+    #[test]
+    fn projected_items() {
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]
+        .into();
+        assert_eq!(projected_files(&data, None).len(), 2);
+        let items: Vec<KeyToPath> = serde_json::from_value(
+            json!([{"key": "a", "path": "conf/a.txt"}, {"key": "b", "path": "../x"}]),
+        )
+        .expect("items");
+        let files = projected_files(&data, Some(&items));
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, "conf/a.txt");
+    }
+}

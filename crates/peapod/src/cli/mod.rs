@@ -1,0 +1,6 @@
+//! One file per subcommand.
+
+pub mod image;
+pub mod logging;
+pub mod manifest;
+pub mod run;

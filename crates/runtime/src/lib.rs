@@ -1,0 +1,22 @@
+//! peapod-runtime: CRI-like. Images, pod sandboxes, containers and their per-container
+//! monitor process, logs. Knows nothing about Pods: the kubelet translates Pod specs into the
+//! plain configs defined here.
+//!
+//! Synchronous by design (STYLE.md rule 10): the async kubelet calls it through
+//! `spawn_blocking`, and the parts that touch namespaces and mounts run in re-executed,
+//! single-threaded helper processes (`__monitor`, `__sandbox`).
+
+pub mod atomic;
+pub mod cgroup;
+pub mod container;
+pub mod error;
+pub mod image;
+pub mod log;
+pub mod monitor;
+pub mod sandbox;
+pub mod spec;
+mod youki;
+
+pub use container::{ContainerId, Exited, Runtime, Started};
+pub use error::{Result, RuntimeError};
+pub use spec::{ContainerConfig, Mount, SandboxRef, User};

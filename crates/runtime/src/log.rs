@@ -1,0 +1,179 @@
+//! Container logs in the CRI format the kubelet reads:
+//! `<RFC3339Nano> <stdout|stderr> <F|P> <text>` — `P` marks a partial line that continues in
+//! the next entry (<https://github.com/kubernetes/design-proposals-archive/blob/main/node/kubelet-cri-logging.md>).
+
+use std::io::Write;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Longest line kept in one entry; longer lines are split into `P` entries like containerd's.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Splits buffered output into complete entries, leaving an unfinished tail in `pending`.
+/// With `flush`, the tail is emitted as well (the stream ended).
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+/// One log entry: its text (without newline) and whether it ends a line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub text: Vec<u8>,
+    pub full: bool,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, data: &[u8]) -> Vec<Entry> {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        loop {
+            if let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+                if pos <= MAX_LINE {
+                    let mut line: Vec<u8> = self.pending.drain(..=pos).collect();
+                    line.pop();
+                    out.push(Entry {
+                        text: line,
+                        full: true,
+                    });
+                    continue;
+                }
+            }
+            if self.pending.len() > MAX_LINE {
+                let part: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
+                out.push(Entry {
+                    text: part,
+                    full: false,
+                });
+                continue;
+            }
+            return out;
+        }
+    }
+
+    pub fn flush(&mut self) -> Option<Entry> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(Entry {
+            text: std::mem::take(&mut self.pending),
+            full: true,
+        })
+    }
+}
+
+/// Formats one entry as a CRI log line, newline included.
+pub fn format_entry(timestamp: &str, stream: Stream, entry: &Entry) -> Vec<u8> {
+    let mut line = Vec::with_capacity(entry.text.len() + 48);
+    let tag = if entry.full { "F" } else { "P" };
+    let _ = write!(line, "{timestamp} {} {tag} ", stream.as_str());
+    line.extend_from_slice(&entry.text);
+    line.push(b'\n');
+    line
+}
+
+/// Now, as RFC 3339 with nanoseconds in UTC, as the kubelet writes it.
+pub fn now_rfc3339_nano() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+        .to_string()
+}
+
+/// A parsed CRI log line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedLine<'a> {
+    pub timestamp: &'a str,
+    pub stream: &'a str,
+    pub full: bool,
+    pub text: &'a str,
+}
+
+/// Parses one CRI log line (without its newline); `None` for a malformed line.
+pub fn parse_line(line: &str) -> Option<ParsedLine<'_>> {
+    let mut parts = line.splitn(4, ' ');
+    let timestamp = parts.next()?;
+    let stream = parts.next()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or("");
+    Some(ParsedLine {
+        timestamp,
+        stream,
+        full: tag == "F",
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_and_keeps_the_tail() {
+        let mut s = LineSplitter::default();
+        let out = s.push(b"one\ntw");
+        assert_eq!(
+            out,
+            vec![Entry {
+                text: b"one".to_vec(),
+                full: true
+            }]
+        );
+        let out = s.push(b"o\n\nthree");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].text, b"two");
+        assert_eq!(out[1].text, b"");
+        assert_eq!(
+            s.flush(),
+            Some(Entry {
+                text: b"three".to_vec(),
+                full: true
+            })
+        );
+        assert_eq!(s.flush(), None);
+    }
+
+    #[test]
+    fn long_lines_become_partial_entries() {
+        let mut s = LineSplitter::default();
+        let mut data = vec![b'x'; MAX_LINE + 10];
+        data.push(b'\n');
+        let out = s.push(&data);
+        assert_eq!(out.len(), 2);
+        assert!(!out[0].full);
+        assert_eq!(out[0].text.len(), MAX_LINE);
+        assert!(out[1].full);
+        assert_eq!(out[1].text.len(), 10);
+    }
+
+    #[test]
+    fn formats_and_parses_round_trip() {
+        let e = Entry {
+            text: b"hello world".to_vec(),
+            full: true,
+        };
+        let line = format_entry("2026-01-01T00:00:00.000000001Z", Stream::Stderr, &e);
+        let text = String::from_utf8(line).expect("utf8");
+        assert_eq!(
+            text,
+            "2026-01-01T00:00:00.000000001Z stderr F hello world\n"
+        );
+        let parsed = parse_line(text.trim_end_matches('\n')).expect("parses");
+        assert_eq!(parsed.stream, "stderr");
+        assert_eq!(parsed.text, "hello world");
+        assert!(parsed.full);
+    }
+}

@@ -1,0 +1,246 @@
+//! The per-container monitor process (`peapod __monitor <dir>`), like conmon or a containerd
+//! shim: it creates the container with libcontainer, owns its stdio, writes its log, reaps it
+//! and records how it ended.
+//!
+//! It runs in its own session, single-threaded, and outlives the daemon that started it, so
+//! the daemon can crash or be upgraded without stopping a container or losing a log line.
+
+use crate::container::{ContainerDir, ContainerId, Exited, Started};
+use crate::error::{io, Result, RuntimeError};
+use crate::log::{format_entry, now_rfc3339_nano, LineSplitter, Stream};
+use crate::spec::{oci_spec, ContainerConfig};
+use crate::{atomic, cgroup, youki};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use peapod_sys::process::{self as sysproc, Exit};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The root of every cgroup peapod makes, removed when the last one goes.
+pub const CGROUP_ROOT: &str = "/peapod";
+
+/// How long to keep draining the container's pipes after it exited (a process that escaped the
+/// PID namespace could hold them open forever).
+const DRAIN_AFTER_EXIT_MS: u16 = 2000;
+
+/// Runs the monitor for the container in `dir`; returns the process exit code.
+pub fn main(dir: &Path) -> i32 {
+    let Some(id) = dir
+        .file_name()
+        .and_then(|n| ContainerId::parse(&n.to_string_lossy()))
+    else {
+        report_ready(&format!(
+            "failed {} is not a container directory",
+            dir.display()
+        ));
+        return 2;
+    };
+    let dir = ContainerDir {
+        id,
+        path: dir.to_path_buf(),
+    };
+    match run(&dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            let message = error_chain(&e);
+            let _ = writeln!(std::io::stderr(), "monitor: {message}");
+            report_ready(&format!("failed {message}"));
+            1
+        }
+    }
+}
+
+fn run(dir: &ContainerDir) -> Result<()> {
+    sysproc::new_session()?;
+    sysproc::set_child_subreaper()?;
+    let config: ContainerConfig =
+        atomic::read_json(&dir.config())?.ok_or_else(|| RuntimeError::StartFailed {
+            container: dir.id.to_string(),
+            message: "config.json is missing".into(),
+        })?;
+    let layers: Vec<&Path> = config.layers.iter().rev().map(PathBuf::as_path).collect();
+    peapod_sys::mount::overlay(&layers, &dir.upper(), &dir.work(), &dir.rootfs())?;
+    let result = supervise(dir, &config);
+    cleanup(dir, &config);
+    let exited = result?;
+    atomic::write_json(&dir.exited(), &exited)
+}
+
+/// Creates and starts the container, then pumps its output into the log until it exits.
+fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
+    let spec = oci_spec(config, "rootfs");
+    atomic::write_json(&dir.bundle().join("config.json"), &spec)?;
+    if let Some(parent) = config.log_path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.log_path)
+        .map_err(io(&config.log_path))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let stdin: OwnedFd = File::open("/dev/null").map_err(io("/dev/null"))?.into();
+    let stdio = youki::Stdio {
+        stdin,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let pid = youki::create_and_start(dir.id.as_str(), &dir.state_root(), &dir.bundle(), stdio)?;
+    let started = Started {
+        pid,
+        started_at: now_rfc3339_nano(),
+    };
+    atomic::write_json(&dir.started(), &started)?;
+    // Block signals only now: libcontainer's children inherit the mask, and a container must
+    // start with none blocked. A SIGCHLD that came earlier is caught by the first reap below.
+    let signals = sysproc::signal_fd(&[
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ])?;
+    report_ready(&format!("started {pid}"));
+    peapod_sys::process::stdout_to_null()?;
+
+    let mut pipes = [
+        Some((File::from(out_r), Stream::Stdout, LineSplitter::default())),
+        Some((File::from(err_r), Stream::Stderr, LineSplitter::default())),
+    ];
+    let mut exit: Option<(Exit, String)> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        for (reaped, how) in sysproc::reap_exited() {
+            if reaped == pid {
+                exit = Some((how, now_rfc3339_nano()));
+            }
+        }
+        if exit.is_some() && pipes.iter().all(Option::is_none) {
+            break;
+        }
+        let timeout = if exit.is_some() {
+            PollTimeout::from(DRAIN_AFTER_EXIT_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let open: Vec<usize> = (0..pipes.len()).filter(|i| pipes[*i].is_some()).collect();
+        for i in &open {
+            if let Some((file, _, _)) = &pipes[*i] {
+                fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let ready = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                return Err(peapod_sys::SysError {
+                    op: "poll",
+                    path: "monitor".into(),
+                    source: e,
+                }
+                .into())
+            }
+        };
+        if ready == 0 {
+            break; // drained long enough after the exit
+        }
+        let revents: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if revents[0] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if signo != Signal::SIGCHLD as i32 && exit.is_none() {
+                    if let Ok(sig) = Signal::try_from(signo) {
+                        sysproc::kill(pid, sig)?;
+                    }
+                }
+            }
+        }
+        for (slot, i) in open.iter().enumerate() {
+            if !revents[slot + 1] {
+                continue;
+            }
+            let Some((file, stream, splitter)) = pipes[*i].as_mut() else {
+                continue;
+            };
+            let n = file.read(&mut buf).unwrap_or(0);
+            let now = now_rfc3339_nano();
+            let mut entries = splitter.push(&buf[..n]);
+            if n == 0 {
+                entries.extend(splitter.flush());
+            }
+            for entry in entries {
+                let line = format_entry(&now, *stream, &entry);
+                log.write_all(&line).map_err(io(&config.log_path))?;
+            }
+            if n == 0 {
+                pipes[*i] = None;
+            }
+        }
+    }
+    for (file, stream, mut splitter) in pipes.into_iter().flatten() {
+        drop(file);
+        if let Some(entry) = splitter.flush() {
+            let line = format_entry(&now_rfc3339_nano(), stream, &entry);
+            log.write_all(&line).map_err(io(&config.log_path))?;
+        }
+    }
+    log.sync_all().map_err(io(&config.log_path))?;
+    let (how, finished_at) = exit.unwrap_or((Exit::Signal(9), now_rfc3339_nano()));
+    let (exit_code, signal) = match how {
+        Exit::Code(c) => (c, None),
+        Exit::Signal(s) => (128 + s, Some(s)),
+    };
+    let oom_killed = cgroup::oom_kills(&config.cgroup_path) > 0;
+    Ok(Exited {
+        exit_code,
+        signal,
+        oom_killed,
+        started_at: started.started_at,
+        finished_at,
+    })
+}
+
+/// Deletes libcontainer's state and the cgroups, unmounts the rootfs. Best effort: each step
+/// runs even if an earlier one failed, and failures go to the monitor's log.
+fn cleanup(dir: &ContainerDir, config: &ContainerConfig) {
+    if let Err(e) = youki::delete(dir.id.as_str(), &dir.state_root()) {
+        let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));
+    }
+    cgroup::remove(&config.cgroup_path, CGROUP_ROOT);
+    if let Err(e) = peapod_sys::mount::unmount(&dir.rootfs()) {
+        let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        peapod_sys::SysError {
+            op: "pipe",
+            path: "monitor".into(),
+            source: e,
+        }
+        .into()
+    })
+}
+
+fn report_ready(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,230 @@
+//! The container configuration peapod hands to the runtime, and its translation into an OCI
+//! runtime spec (pure).
+//!
+//! Defaults follow containerd's CRI plugin, which is what a Kubernetes node gives a container:
+//! its default capability set, masked and read-only /proc paths, and read-only /sys
+//! (<https://github.com/containerd/containerd/blob/main/pkg/oci/spec.go>).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Everything needed to create one container inside an existing pod sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The container's name inside its pod (for logs and errors).
+    pub name: String,
+    /// The image reference it was made from.
+    pub image: String,
+    /// Unpacked image layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// The final argv, after Kubernetes' command/args rules.
+    pub args: Vec<String>,
+    /// `KEY=value` entries, image env first and container env after.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: User,
+    pub mounts: Vec<Mount>,
+    pub sandbox: SandboxRef,
+    /// Cgroup path relative to each hierarchy's root, e.g. `/peapod/pod<uid>/<id>`.
+    pub cgroup_path: String,
+    pub read_only_rootfs: bool,
+    /// Where the monitor writes the CRI log of this container instance.
+    pub log_path: PathBuf,
+}
+
+/// The identity the container's process runs as.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// A bind mount of a host path (volume, /etc/hosts, /dev/shm) into the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// The pinned namespaces of the pod sandbox a container joins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRef {
+    pub net: PathBuf,
+    pub ipc: PathBuf,
+    pub uts: PathBuf,
+}
+
+/// containerd's default capability set for a non-privileged container.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Builds the OCI runtime spec (`config.json`) for `config`, with the rootfs at `rootfs`.
+pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
+    let caps = DEFAULT_CAPABILITIES.to_vec();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for m in &config.mounts {
+        let mut options = vec!["rbind", "rprivate"];
+        if m.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": m.destination,
+            "type": "bind",
+            "source": m.source,
+            "options": options,
+        }));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {
+                "uid": config.user.uid,
+                "gid": config.user.gid,
+                "additionalGids": config.user.additional_gids,
+            },
+            "args": config.args,
+            "env": config.env,
+            "cwd": config.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": config.read_only_rootfs},
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "mount"},
+                {"type": "network", "path": config.sandbox.net},
+                {"type": "ipc", "path": config.sandbox.ipc},
+                {"type": "uts", "path": config.sandbox.uts},
+            ],
+            "cgroupsPath": config.cgroup_path,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            name: "echo".into(),
+            image: "busybox".into(),
+            layers: vec![],
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: User {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![5],
+            },
+            mounts: vec![Mount {
+                source: "/pods/p/volumes/data".into(),
+                destination: "/data".into(),
+                read_only: true,
+            }],
+            sandbox: SandboxRef {
+                net: "/n".into(),
+                ipc: "/i".into(),
+                uts: "/u".into(),
+            },
+            cgroup_path: "/peapod/abc".into(),
+            read_only_rootfs: false,
+            log_path: "/logs/0.log".into(),
+        }
+    }
+
+    #[test]
+    fn spec_parses_as_oci_and_joins_the_sandbox() {
+        let value = oci_spec(&config(), "rootfs");
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_value(value.clone()).expect("valid OCI spec");
+        let linux = spec.linux().as_ref().expect("linux section");
+        let ns = linux.namespaces().as_ref().expect("namespaces");
+        assert_eq!(ns.len(), 5);
+        assert_eq!(value["linux"]["namespaces"][2]["path"], "/n");
+        assert_eq!(value["process"]["user"]["uid"], 1000);
+    }
+
+    #[test]
+    fn read_only_volume_is_mounted_ro() {
+        let value = oci_spec(&config(), "rootfs");
+        let mounts = value["mounts"].as_array().expect("mounts");
+        let data = mounts
+            .iter()
+            .find(|m| m["destination"] == "/data")
+            .expect("volume mount");
+        assert!(data["options"]
+            .as_array()
+            .expect("options")
+            .contains(&json!("ro")));
+        let sys = mounts
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .expect("sysfs");
+        assert!(sys["options"]
+            .as_array()
+            .expect("options")
+            .contains(&json!("ro")));
+    }
+}

@@ -1,0 +1,107 @@
+//! Process plumbing for the monitor: sessions, child subreaper, reaping, signals.
+//!
+//! See prctl(2) PR_SET_CHILD_SUBREAPER, setsid(2), waitpid(2), signalfd(2).
+
+use crate::{Result, SysError};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Starts a new session so the process outlives its parent's terminal and process group.
+pub fn new_session() -> Result<()> {
+    nix::unistd::setsid()
+        .map(|_| ())
+        .map_err(|e| SysError::new("setsid", "self", e))
+}
+
+/// Makes the calling process the reaper of its orphaned descendants, so a container's init
+/// (double-forked by libcontainer) is re-parented to it.
+pub fn set_child_subreaper() -> Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc < 0 {
+        return Err(SysError::new(
+            "prctl",
+            "PR_SET_CHILD_SUBREAPER",
+            nix::Error::last(),
+        ));
+    }
+    Ok(())
+}
+
+/// Asks the kernel to send `signal` to this process when its parent dies.
+pub fn set_parent_death_signal(signal: Signal) -> Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes one integer argument and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    if rc < 0 {
+        return Err(SysError::new(
+            "prctl",
+            "PR_SET_PDEATHSIG",
+            nix::Error::last(),
+        ));
+    }
+    Ok(())
+}
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps every child that has exited, without blocking.
+pub fn reap_exited() -> Vec<(i32, Exit)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw(), Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid.as_raw(), Exit::Signal(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return out,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub fn kill(pid: i32, signal: Signal) -> Result<()> {
+    match nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(e) => Err(SysError::new("kill", pid, e)),
+    }
+}
+
+/// Whether a process with this PID exists (it may be a zombie).
+pub fn alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(Pid::from_raw(pid), None),
+        Err(nix::Error::ESRCH)
+    )
+}
+
+/// Blocks `signals` for the calling thread and returns a non-blocking signalfd that reads them.
+pub fn signal_fd(signals: &[Signal]) -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    set.thread_block()
+        .map_err(|e| SysError::new("sigprocmask", "block", e))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| SysError::new("signalfd", "monitor", e))
+}
+
+/// Points stdout at /dev/null, so a monitor whose daemon went away gets no SIGPIPE.
+pub fn stdout_to_null() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| SysError::new("open", "/dev/null", crate::ns::io_errno(&e)))?;
+    nix::unistd::dup2(null.as_raw_fd(), libc::STDOUT_FILENO)
+        .map(|_| ())
+        .map_err(|e| SysError::new("dup2", "stdout", e))
+}
