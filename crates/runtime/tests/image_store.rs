@@ -665,6 +665,38 @@ fn remove_drops_only_unshared_blobs() {
 }
 
 #[test]
+fn reloading_a_name_drops_the_old_blobs() {
+    let fx = Fixture::new();
+    let old = busybox_like();
+    let new = image(
+        vec![layer(&[Ent::File("bin/busybox", b"v2", 0o755)], true)],
+        &["sh"],
+    );
+    fx.store
+        .load(
+            &fx.archive("old.tar", &oci_files(&[(&old, Some(BUSYBOX))])),
+            None,
+        )
+        .expect("load old");
+    fx.store
+        .load(
+            &fx.archive("new.tar", &oci_files(&[(&new, Some(BUSYBOX))])),
+            None,
+        )
+        .expect("load new");
+    let mut want: Vec<String> = [&new.manifest, &new.config, &new.layers[0].blob]
+        .iter()
+        .map(|b| hex_of(&digest(b)).to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(fx.listing("blobs/sha256"), want);
+    assert_eq!(
+        fx.store.resolve("busybox").expect("resolve").id,
+        digest(&new.config)
+    );
+}
+
+#[test]
 fn concurrent_loads_keep_every_name() {
     let fx = Fixture::new();
     let root = fx.dir.path().join("images");
