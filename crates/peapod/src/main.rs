@@ -37,24 +37,24 @@ enum Command {
     /// Manage local images
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
-    /// A container's monitor process (internal)
+    /// A container's monitor process (internal; dispatched before clap)
     #[command(name = "__monitor", hide = true)]
     Monitor { dir: PathBuf },
-    /// Create or remove a pod sandbox (internal)
+    /// Create or remove a pod sandbox (internal; dispatched before clap)
     #[command(name = "__sandbox", hide = true)]
     Sandbox { verb: String, dir: PathBuf },
 }
 
 fn main() -> ExitCode {
+    // The helpers run once per container: dispatch them before clap, so they touch (and keep
+    // resident) as little of the binary as possible.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = helper(&argv) {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let args = Args::parse();
     let code = match args.command {
-        Command::Monitor { dir } => {
-            // Not stderr: libcontainer logs from the container's init process too, where fd 2
-            // is already the container's own stderr.
-            cli::logging::init_file(&dir.join("monitor.log"));
-            peapod_runtime::monitor::main(&dir)
-        }
-        Command::Sandbox { verb, dir } => peapod_runtime::sandbox::helper_main(&verb, &dir),
+        Command::Monitor { .. } | Command::Sandbox { .. } => 2,
         Command::Image(cmd) => report(cli::image::run(cmd, &args.root)),
         Command::Run(run) => {
             cli::logging::init();
@@ -65,6 +65,26 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
+    match argv.get(1)?.to_str()? {
+        "__monitor" if argv.len() == 3 => {
+            let dir = PathBuf::from(&argv[2]);
+            // Not stderr: libcontainer logs from the container's init process too, where fd 2
+            // is already the container's own stderr.
+            cli::logging::init_file(&dir.join("monitor.log"));
+            Some(peapod_runtime::monitor::main(&dir))
+        }
+        "__sandbox" if argv.len() == 4 => {
+            let verb = argv[2].to_string_lossy();
+            Some(peapod_runtime::sandbox::helper_main(
+                &verb,
+                &PathBuf::from(&argv[3]),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Prints an error once, on one line, with its causes.

@@ -88,7 +88,10 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
         stdout: out_w,
         stderr: err_w,
     };
-    let pid = youki::create_and_start(dir.id.as_str(), &dir.state_root(), &dir.bundle(), stdio)?;
+    sysproc::set_sigpipe_default(true)?;
+    let created = youki::create_and_start(dir.id.as_str(), &dir.state_root(), &dir.bundle(), stdio);
+    sysproc::set_sigpipe_default(false)?;
+    let pid = created?;
     let started = Started {
         pid,
         started_at: now_rfc3339_nano(),

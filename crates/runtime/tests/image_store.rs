@@ -3,9 +3,8 @@
 //! inspected on disk — including a real overlayfs mount of two stacked layers.
 //!
 //! Run as root (mknod, chown, `trusted.*` xattrs, mount). The test against the images of
-//! `images/build.py` is `#[ignore]`d; run it with
-//! `PEAPOD_TEST_IMAGES=images/out cargo test -p peapod-runtime --test image_store -- --include-ignored`,
-//! and it fails if the variable is unset or the files are missing.
+//! `images/build.py` reads `PEAPOD_TEST_IMAGES` (default `<workspace>/images/out`) and fails
+//! when the files are missing: run `python3 images/build.py` first (scripts/test does).
 
 use std::fs;
 use std::io::Write;
@@ -749,9 +748,8 @@ fn concurrent_loads_keep_every_name() {
 }
 
 #[test]
-#[ignore = "needs PEAPOD_TEST_IMAGES=<dir written by images/build.py>; run with --include-ignored"]
 fn loads_images_from_build_py() {
-    let dir = std::env::var_os("PEAPOD_TEST_IMAGES").expect("PEAPOD_TEST_IMAGES is not set");
+    let dir = std::env::var_os("PEAPOD_TEST_IMAGES").unwrap_or_else(|| "images/out".into());
     // cargo runs tests in the crate directory; a relative path means the workspace root
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -759,7 +757,11 @@ fn loads_images_from_build_py() {
     let fx = Fixture::new();
     for file in ["busybox.oci.tar", "busybox.docker.tar", "python.oci.tar"] {
         let path = dir.join(file);
-        assert!(path.is_file(), "{} is missing", path.display());
+        assert!(
+            path.is_file(),
+            "{} is missing: run python3 images/build.py",
+            path.display()
+        );
         fx.store.load(&path, None).expect(file);
     }
     let busybox = fx.store.resolve("busybox").expect("resolve busybox");

@@ -105,3 +105,23 @@ pub fn stdout_to_null() -> Result<()> {
         .map(|_| ())
         .map_err(|e| SysError::new("dup2", "stdout", e))
 }
+
+/// Sets SIGPIPE to its default action (`true`) or to ignored (`false`).
+///
+/// Rust ignores SIGPIPE before `main`, and an ignored signal stays ignored across `execve`: the
+/// monitor restores the default while it creates a container, so the container's processes get
+/// the disposition every other Unix process starts with, and ignores it again afterwards so a
+/// vanished reader of its own pipes cannot kill it.
+pub fn set_sigpipe_default(default: bool) -> Result<()> {
+    use nix::sys::signal::{signal, SigHandler};
+    let handler = if default {
+        SigHandler::SigDfl
+    } else {
+        SigHandler::SigIgn
+    };
+    // SAFETY: SIG_DFL and SIG_IGN are not functions, so no handler can run with broken
+    // invariants; changing a disposition is process-wide and the monitor is single-threaded.
+    unsafe { signal(Signal::SIGPIPE, handler) }
+        .map(|_| ())
+        .map_err(|e| SysError::new("signal", "SIGPIPE", e))
+}

@@ -19,9 +19,14 @@ pub fn init_file(path: &std::path::Path) {
     else {
         return;
     };
-    let filter = EnvFilter::try_from_env("PEAPOD_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A fixed level, not an EnvFilter: parsing filters costs resident memory in every monitor.
+    let level = match std::env::var("PEAPOD_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("info") => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
         .try_init();

@@ -54,6 +54,9 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
 
 async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result<i32> {
     let host_ports = bind_host_ports(file, &manifest).await?;
+    // Before any pod exists, so an early Ctrl-C still deletes what was made.
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
     let mut workers: BTreeMap<String, PodWorker> = BTreeMap::new();
@@ -70,8 +73,6 @@ async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result
         );
     }
     drop(events_tx);
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut deleting = false;
     let mut failed = false;
     let mut stdout = std::io::stdout();
