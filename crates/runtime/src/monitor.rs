@@ -88,9 +88,9 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
         stdout: out_w,
         stderr: err_w,
     };
-    sysproc::set_sigpipe_default(true)?;
+    sysproc::reset_signal_dispositions();
     let created = youki::create_and_start(dir.id.as_str(), &dir.state_root(), &dir.bundle(), stdio);
-    sysproc::set_sigpipe_default(false)?;
+    sysproc::ignore_sigpipe()?;
     let pid = created?;
     let started = Started {
         pid,

@@ -106,22 +106,51 @@ pub fn stdout_to_null() -> Result<()> {
         .map_err(|e| SysError::new("dup2", "stdout", e))
 }
 
-/// Sets SIGPIPE to its default action (`true`) or to ignored (`false`).
+/// Resets every signal's disposition to its default action.
 ///
-/// Rust ignores SIGPIPE before `main`, and an ignored signal stays ignored across `execve`: the
-/// monitor restores the default while it creates a container, so the container's processes get
-/// the disposition every other Unix process starts with, and ignores it again afterwards so a
-/// vanished reader of its own pipes cannot kill it.
-pub fn set_sigpipe_default(default: bool) -> Result<()> {
-    use nix::sys::signal::{signal, SigHandler};
-    let handler = if default {
-        SigHandler::SigDfl
-    } else {
-        SigHandler::SigIgn
+/// Ignored signals stay ignored across `execve`, and the monitor inherits some (Rust ignores
+/// SIGPIPE before `main`; a shell ignores SIGINT and SIGQUIT for background jobs): reset before
+/// creating a container, its processes start with every signal at its default, as on a
+/// Kubernetes node. Raw `rt_sigaction`, because glibc refuses to touch its internal signals
+/// (32 and 33), which can also arrive ignored.
+pub fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` on x86_64 and aarch64 (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
     };
-    // SAFETY: SIG_DFL and SIG_IGN are not functions, so no handler can run with broken
-    // invariants; changing a disposition is process-wide and the monitor is single-threaded.
-    unsafe { signal(Signal::SIGPIPE, handler) }
+    for signo in 1..=64 {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction (SIG_DFL, no flags) that outlives the
+        // call; the old action is not requested (null); 8 is the kernel's sigset size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
+/// Ignores SIGPIPE, so a vanished reader of the monitor's own pipes cannot kill it.
+pub fn ignore_sigpipe() -> Result<()> {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: SIG_IGN is not a function, so no handler can run with broken invariants.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
         .map(|_| ())
         .map_err(|e| SysError::new("signal", "SIGPIPE", e))
 }
