@@ -3,8 +3,10 @@
 //! to runtime configs.
 
 pub mod context;
+pub mod limits;
 pub mod plan;
 pub mod pod_sandbox;
+pub mod security;
 pub mod translate;
 pub mod worker;
 

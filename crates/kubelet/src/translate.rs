@@ -33,6 +33,8 @@ pub enum ConfigError {
     FieldRef { path: String },
     #[error("user {user:?} not found in the image's /etc/passwd")]
     UnknownUser { user: String },
+    #[error("{0}")]
+    NonRoot(String),
     #[error("volume {volume:?} of the mount at {mount_path} is not defined")]
     NoVolume { volume: String, mount_path: String },
 }
@@ -421,6 +423,13 @@ pub fn container_config(
         .as_ref()
         .and_then(|s| s.read_only_root_filesystem)
         == Some(true);
+    let user = user(container, ctx, &image.config, passwd, group)?;
+    let pod_sc = ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    crate::security::check_non_root(container, pod_sc, &user).map_err(ConfigError::NonRoot)?;
     Ok(ContainerConfig {
         name: container.name.clone(),
         image: image.name.clone(),
@@ -428,12 +437,17 @@ pub fn container_config(
         args,
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         cwd,
-        user: user(container, ctx, &image.config, passwd, group)?,
+        user,
         mounts: mounts(container, ctx, sandbox, termination_log)?,
         sandbox: sandbox.sandbox_ref(),
         cgroup_path,
         read_only_rootfs,
         log_path: sandbox.log(&container.name, restart),
+        resources: crate::limits::container_resources(
+            container,
+            crate::limits::qos_class(&ctx.pod),
+        ),
+        security: crate::security::security(container),
     })
 }
 

@@ -374,13 +374,11 @@ fn spawn_instance(
             }
             Err(e) => {
                 let _ = child.wait().await;
-                let reason = match line.trim() {
-                    "" => format!(
-                        "{}: {}",
-                        error_chain(&e),
-                        node.runtime.monitor_diagnostics(&id)
-                    ),
-                    _ => error_chain(&e),
+                let detail = node.runtime.monitor_diagnostics(&id);
+                let reason = match (line.trim(), detail.is_empty()) {
+                    (_, true) => error_chain(&e),
+                    ("", false) => format!("{}: {detail}", error_chain(&e)),
+                    (_, false) => format!("{} ({detail})", error_chain(&e)),
                 };
                 let _ = tx.send(Msg::Failed {
                     name,

@@ -207,11 +207,16 @@ impl Runtime {
         }
     }
 
-    /// Reads the tail of the monitor's diagnostics, for error messages.
+    /// The monitor's last error lines (libcontainer explains itself better in its log than in
+    /// its error values), for error messages.
     pub fn monitor_diagnostics(&self, id: &ContainerId) -> String {
         let text = std::fs::read_to_string(self.dir(id).monitor_log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(5).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("; ")
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" ERROR ") || l.starts_with("monitor: "))
+            .map(|l| l.split_once(" ERROR ").map_or(l, |(_, rest)| rest.trim()))
+            .collect();
+        errors[errors.len().saturating_sub(3)..].join("; ")
     }
 }
 

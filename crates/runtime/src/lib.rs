@@ -19,4 +19,4 @@ mod youki;
 
 pub use container::{ContainerId, Exited, Runtime, Started};
 pub use error::{Result, RuntimeError};
-pub use spec::{ContainerConfig, Mount, SandboxRef, User};
+pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Security, User};

@@ -45,7 +45,9 @@ pub fn main(dir: &Path) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let message = error_chain(&e);
+            // The Debug form too: libcontainer's Display of an I/O error omits the path.
             let _ = writeln!(std::io::stderr(), "monitor: {message}");
+            tracing::error!(error = ?e, "container failed");
             report_ready(&format!("failed {message}"));
             1
         }
@@ -70,6 +72,9 @@ fn run(dir: &ContainerDir) -> Result<()> {
 
 /// Creates and starts the container, then pumps its output into the log until it exits.
 fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
+    let mut config = config.clone();
+    config.resources.oom_score_adj = config.resources.oom_score_adj.map(allowed_oom_score_adj);
+    let config = &config;
     let spec = oci_spec(config, "rootfs");
     atomic::write_json(&dir.bundle().join("config.json"), &spec)?;
     if let Some(parent) = config.log_path.parent() {
@@ -216,6 +221,21 @@ fn cleanup(dir: &ContainerDir, config: &ContainerConfig) {
     cgroup::remove(&config.cgroup_path, CGROUP_ROOT);
     if let Err(e) = peapod_sys::mount::unmount(&dir.rootfs()) {
         let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));
+    }
+}
+
+/// Lowering an OOM score below our own needs CAP_SYS_RESOURCE in the initial user namespace,
+/// which a nested or sandboxed node may not have: then the container gets our own score, the
+/// lowest it can have, instead of failing to start.
+fn allowed_oom_score_adj(wanted: i32) -> i32 {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(wanted);
+    if wanted >= own || peapod_sys::process::can_lower_oom_score() {
+        wanted
+    } else {
+        own
     }
 }
 

@@ -31,6 +31,41 @@ pub struct ContainerConfig {
     pub read_only_rootfs: bool,
     /// Where the monitor writes the CRI log of this container instance.
     pub log_path: PathBuf,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Cgroup limits, already in the kernel's units.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_limit_bytes: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpu_quota_us: Option<i64>,
+    pub cpu_period_us: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// Privileges of the container's processes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Security {
+    /// The capability set (bounding, effective, permitted), `CAP_`-prefixed.
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    /// No masked or read-only paths, /sys writable, every device allowed.
+    pub privileged: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            no_new_privileges: false,
+            privileged: false,
+        }
+    }
 }
 
 /// The identity the container's process runs as.
@@ -99,7 +134,13 @@ const READONLY_PATHS: [&str; 5] = [
 
 /// Builds the OCI runtime spec (`config.json`) for `config`, with the rootfs at `rootfs`.
 pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
-    let caps = DEFAULT_CAPABILITIES.to_vec();
+    let caps = &config.security.capabilities;
+    let privileged = config.security.privileged;
+    let sys_options = if privileged {
+        vec!["nosuid", "noexec", "nodev"]
+    } else {
+        vec!["nosuid", "noexec", "nodev", "ro"]
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc",
                "options": ["nosuid", "noexec", "nodev"]}),
@@ -109,8 +150,7 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
     ];
     for m in &config.mounts {
         let mut options = vec!["rbind", "rprivate"];
@@ -141,7 +181,8 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
                 "effective": caps,
                 "permitted": caps,
             },
-            "noNewPrivileges": false,
+            "noNewPrivileges": config.security.no_new_privileges,
+            "oomScoreAdj": config.resources.oom_score_adj,
         },
         "root": {"path": rootfs, "readonly": config.read_only_rootfs},
         "mounts": mounts,
@@ -154,11 +195,34 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
                 {"type": "uts", "path": config.sandbox.uts},
             ],
             "cgroupsPath": config.cgroup_path,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "maskedPaths": if privileged { &[][..] } else { &MASKED_PATHS[..] },
+            "readonlyPaths": if privileged { &[][..] } else { &READONLY_PATHS[..] },
+            "resources": resources(&config.resources, privileged),
         },
     })
+}
+
+/// The OCI `linux.resources` section: cgroup limits and the device allow-list.
+fn resources(r: &Resources, privileged: bool) -> Value {
+    let mut out = json!({"devices": [{"allow": privileged, "access": "rwm"}]});
+    if let Some(limit) = r.memory_limit_bytes {
+        out["memory"] = json!({"limit": limit});
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(shares) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if let Some(quota) = r.cpu_quota_us {
+        cpu.insert("quota".into(), json!(quota));
+        cpu.insert("period".into(), json!(r.cpu_period_us.unwrap_or(100_000)));
+    }
+    if !cpu.is_empty() {
+        out["cpu"] = Value::Object(cpu);
+    }
+    if let Some(pids) = r.pids_limit {
+        out["pids"] = json!({"limit": pids});
+    }
+    out
 }
 
 #[cfg(test)]
@@ -191,6 +255,15 @@ mod tests {
             cgroup_path: "/peapod/abc".into(),
             read_only_rootfs: false,
             log_path: "/logs/0.log".into(),
+            resources: Resources {
+                memory_limit_bytes: Some(1 << 20),
+                cpu_shares: Some(512),
+                cpu_quota_us: Some(50_000),
+                cpu_period_us: Some(100_000),
+                pids_limit: None,
+                oom_score_adj: None,
+            },
+            security: Security::default(),
         }
     }
 
@@ -204,6 +277,26 @@ mod tests {
         assert_eq!(ns.len(), 5);
         assert_eq!(value["linux"]["namespaces"][2]["path"], "/n");
         assert_eq!(value["process"]["user"]["uid"], 1000);
+    }
+
+    #[test]
+    fn resources_and_privileges() {
+        let value = oci_spec(&config(), "rootfs");
+        assert_eq!(value["linux"]["resources"]["memory"]["limit"], 1 << 20);
+        assert_eq!(value["linux"]["resources"]["cpu"]["shares"], 512);
+        assert_eq!(value["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(value["linux"]["resources"]["devices"][0]["allow"], false);
+        assert_eq!(
+            value["linux"]["maskedPaths"].as_array().map(Vec::len),
+            Some(MASKED_PATHS.len())
+        );
+        let mut privileged = config();
+        privileged.security.privileged = true;
+        let value = oci_spec(&privileged, "rootfs");
+        assert_eq!(value["linux"]["maskedPaths"], json!([]));
+        assert_eq!(value["linux"]["resources"]["devices"][0]["allow"], true);
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(value).expect("valid OCI spec");
+        assert!(spec.linux().is_some());
     }
 
     #[test]

@@ -154,3 +154,23 @@ pub fn ignore_sigpipe() -> Result<()> {
         .map(|_| ())
         .map_err(|e| SysError::new("signal", "SIGPIPE", e))
 }
+
+/// Whether this process may lower an OOM score adjustment (tries it on itself, then puts the
+/// old value back).
+pub fn can_lower_oom_score() -> bool {
+    let path = "/proc/self/oom_score_adj";
+    let Ok(old) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(value) = old.trim().parse::<i32>() else {
+        return false;
+    };
+    if value <= -1000 {
+        return false;
+    }
+    let lowered = std::fs::write(path, (value - 1).to_string()).is_ok();
+    if lowered {
+        let _ = std::fs::write(path, old.trim());
+    }
+    lowered
+}
