@@ -90,6 +90,8 @@ impl Phase {
 pub struct Plan {
     /// Containers to (re)start now, in order.
     pub start: Vec<String>,
+    /// Running containers to stop now (sidecars of a pod whose app containers are done).
+    pub stop: Vec<String>,
     /// When to look again even if nothing happens (a back-off ending).
     pub wake_at: Option<Instant>,
     pub phase: Phase,
@@ -134,54 +136,93 @@ fn restart_at(policy: &str, record: &ContainerRecord, init: bool) -> Option<Inst
     Some(finished + backoff(level))
 }
 
+/// Whether an init container is a native sidecar (`restartPolicy: Always` on the init
+/// container): it starts in order, keeps running beside the app containers and does not block
+/// completion (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/>).
+pub fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Adds a start or a wake-up for an exited or failed container that should restart.
+fn schedule(
+    name: &str,
+    at: Option<Instant>,
+    now: Instant,
+    start: &mut Vec<String>,
+    wake_at: &mut Option<Instant>,
+) -> bool {
+    match at {
+        Some(t) if t <= now => {
+            start.push(name.to_string());
+            true
+        }
+        Some(t) => {
+            *wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+            true
+        }
+        None => false,
+    }
+}
+
 /// Decides the next step for a pod that is not being deleted.
 pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: Instant) -> Plan {
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let get = |name: &str| records.get(name).cloned().unwrap_or_default();
+    let mut start = Vec::new();
+    let mut stop = Vec::new();
     let mut wake_at: Option<Instant> = None;
-    let mut wake = |t: Instant| wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
+    let pending = |start, wake_at| Plan {
+        start,
+        stop: vec![],
+        wake_at,
+        phase: Phase::Pending,
+    };
 
-    for c in spec.init_containers.iter().flatten() {
+    // Init containers, in order, until the app containers have started once: a regular one must
+    // exit 0 before the next starts; a sidecar must be running.
+    let initialized = spec
+        .containers
+        .iter()
+        .any(|c| get(&c.name).state != ContainerState::Waiting);
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|_| !initialized)
+    {
         let record = get(&c.name);
+        let sidecar = is_sidecar(c);
         match &record.state {
-            ContainerState::Exited { exit_code: 0, .. } => continue,
+            ContainerState::Exited { exit_code: 0, .. } if !sidecar => continue,
+            ContainerState::Running { .. } if sidecar => continue,
             ContainerState::Waiting => {
-                return Plan {
-                    start: vec![c.name.clone()],
-                    wake_at: None,
-                    phase: Phase::Pending,
-                }
+                start.push(c.name.clone());
+                return pending(start, wake_at);
             }
             ContainerState::Starting | ContainerState::Running { .. } => {
-                return Plan {
-                    start: vec![],
-                    wake_at: None,
-                    phase: Phase::Pending,
-                }
+                return pending(start, wake_at)
             }
             ContainerState::Exited { .. } | ContainerState::CreateFailed { .. } => {
-                return match restart_at(policy, &record, true) {
-                    None => Plan {
-                        start: vec![],
-                        wake_at: None,
+                let policy = if sidecar { "Always" } else { policy };
+                if !schedule(
+                    &c.name,
+                    restart_at(policy, &record, !sidecar),
+                    now,
+                    &mut start,
+                    &mut wake_at,
+                ) {
+                    return Plan {
+                        start,
+                        stop,
+                        wake_at,
                         phase: Phase::Failed,
-                    },
-                    Some(t) if t <= now => Plan {
-                        start: vec![c.name.clone()],
-                        wake_at: None,
-                        phase: Phase::Pending,
-                    },
-                    Some(t) => Plan {
-                        start: vec![],
-                        wake_at: Some(t),
-                        phase: Phase::Pending,
-                    },
-                };
+                    };
+                }
+                return pending(start, wake_at);
             }
         }
     }
 
-    let mut start = Vec::new();
     let (mut running, mut will_restart, mut failed, mut waiting) = (false, false, false, false);
     for c in &spec.containers {
         let record = get(&c.name);
@@ -192,28 +233,32 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
             }
             ContainerState::Starting => waiting = true,
             ContainerState::Running { .. } => running = true,
-            ContainerState::Exited { exit_code, .. } => match restart_at(policy, &record, false) {
-                Some(t) if t <= now => {
+            ContainerState::Exited { exit_code, .. } => {
+                if schedule(
+                    &c.name,
+                    restart_at(policy, &record, false),
+                    now,
+                    &mut start,
+                    &mut wake_at,
+                ) {
                     will_restart = true;
-                    start.push(c.name.clone());
+                } else {
+                    failed |= *exit_code != 0;
                 }
-                Some(t) => {
-                    will_restart = true;
-                    wake(t);
-                }
-                None => failed |= *exit_code != 0,
-            },
-            ContainerState::CreateFailed { .. } => match restart_at(policy, &record, false) {
-                Some(t) if t <= now => {
+            }
+            ContainerState::CreateFailed { .. } => {
+                if schedule(
+                    &c.name,
+                    restart_at(policy, &record, false),
+                    now,
+                    &mut start,
+                    &mut wake_at,
+                ) {
                     waiting = true;
-                    start.push(c.name.clone());
+                } else {
+                    failed = true;
                 }
-                Some(t) => {
-                    waiting = true;
-                    wake(t);
-                }
-                None => failed = true,
-            },
+            }
         }
     }
     let phase = if waiting && !running && !will_restart {
@@ -225,8 +270,37 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
     } else {
         Phase::Succeeded
     };
+    // Sidecars: restarted while the app containers need them, stopped once the pod is done.
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c))
+    {
+        let record = get(&c.name);
+        if phase.is_terminal() {
+            if matches!(
+                record.state,
+                ContainerState::Running { .. } | ContainerState::Starting
+            ) {
+                stop.push(c.name.clone());
+            }
+        } else if matches!(
+            record.state,
+            ContainerState::Exited { .. } | ContainerState::CreateFailed { .. }
+        ) {
+            schedule(
+                &c.name,
+                restart_at("Always", &record, false),
+                now,
+                &mut start,
+                &mut wake_at,
+            );
+        }
+    }
     Plan {
         start,
+        stop,
         wake_at,
         phase,
     }
@@ -437,5 +511,63 @@ mod tests {
             assert_eq!(plan.phase, phase, "{name}");
             assert_eq!(plan.wake_at, wake, "{name}");
         }
+    }
+
+    fn with_sidecar(policy: &str, app: &[&str]) -> PodSpec {
+        let apps: Vec<_> = app
+            .iter()
+            .map(|n| json!({"name": n, "image": "x"}))
+            .collect();
+        serde_json::from_value(json!({
+            "restartPolicy": policy,
+            "initContainers": [
+                {"name": "init", "image": "x"},
+                {"name": "side", "image": "x", "restartPolicy": "Always"},
+                {"name": "after", "image": "x"}
+            ],
+            "containers": apps,
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn sidecars() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let spec = with_sidecar("Never", &["a"]);
+        let rec = |pairs: Vec<(&str, ContainerRecord)>| -> BTreeMap<String, ContainerRecord> {
+            pairs.into_iter().map(|(n, r)| (n.to_string(), r)).collect()
+        };
+        // The sidecar starts after the first init container completed...
+        let p = plan(&spec, &rec(vec![("init", exited(0, t0, 1, 0))]), at(1));
+        assert_eq!(p.start, vec!["side".to_string()]);
+        // ...and the next init container starts once the sidecar runs, without waiting for it.
+        let p = plan(
+            &spec,
+            &rec(vec![("init", exited(0, t0, 1, 0)), ("side", running(t0))]),
+            at(1),
+        );
+        assert_eq!(p.start, vec!["after".to_string()]);
+        // A crashed sidecar is restarted even under restartPolicy Never.
+        let records = rec(vec![
+            ("init", exited(0, t0, 1, 0)),
+            ("side", exited(1, t0, 1, 0)),
+            ("after", exited(0, t0, 1, 0)),
+            ("a", running(t0)),
+        ]);
+        let p = plan(&spec, &records, at(2));
+        assert_eq!(p.start, vec!["side".to_string()]);
+        assert_eq!(p.phase, Phase::Running);
+        // It does not block completion: the app container is done, so the sidecar is stopped.
+        let records = rec(vec![
+            ("init", exited(0, t0, 1, 0)),
+            ("side", running(t0)),
+            ("after", exited(0, t0, 1, 0)),
+            ("a", exited(0, t0, 3, 0)),
+        ]);
+        let p = plan(&spec, &records, at(4));
+        assert_eq!(p.phase, Phase::Succeeded);
+        assert_eq!(p.stop, vec!["side".to_string()]);
+        assert!(p.start.is_empty());
     }
 }

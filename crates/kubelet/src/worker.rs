@@ -5,7 +5,7 @@
 //! monitor's exit means the container's exit is recorded on disk.
 
 use crate::context::PodContext;
-use crate::plan::{plan, ContainerRecord, ContainerState, Phase};
+use crate::plan::{is_sidecar, plan, ContainerRecord, ContainerState, Phase};
 use crate::pod_sandbox;
 use crate::translate::container_config;
 use nix::sys::signal::Signal;
@@ -157,6 +157,7 @@ async fn run(
     let mut current: BTreeMap<String, Instance> = BTreeMap::new();
     let mut all_ids: Vec<ContainerId> = Vec::new();
     let mut phase = None;
+    let mut stopping = std::collections::HashSet::new();
 
     loop {
         let now = Instant::now();
@@ -166,7 +167,16 @@ async fn run(
             info!(phase = plan.phase.as_str(), "pod phase");
             emit(PodEvent::Phase(plan.phase));
         }
+        for name in &plan.stop {
+            if let Some(pid) = current.get(name).and_then(|i| i.pid) {
+                if stopping.insert(name.clone()) {
+                    info!(container = %name, "stopping sidecar of a completed pod");
+                    let _ = peapod_sys::process::kill(pid, Signal::SIGTERM);
+                }
+            }
+        }
         for name in &plan.start {
+            stopping.remove(name);
             let record = records.entry(name.clone()).or_default();
             let restart = match record.state {
                 ContainerState::Waiting => 0,
@@ -211,7 +221,6 @@ async fn run(
     }
 
     terminate(
-        &node,
         &spec,
         &mut rx,
         &mut records,
@@ -541,7 +550,6 @@ fn prepare_mount_source(
 /// Stops every container: SIGTERM, then SIGKILL once the grace period is over; waits for all
 /// of them (and any start still under way) to be reported.
 async fn terminate(
-    node: &Node,
     spec: &k8s_openapi::api::core::v1::PodSpec,
     rx: &mut mpsc::UnboundedReceiver<Msg>,
     records: &mut BTreeMap<String, ContainerRecord>,
@@ -552,38 +560,64 @@ async fn terminate(
     let grace =
         Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
     let deadline = tokio::time::Instant::now() + grace;
-    let mut killed = false;
-    info!(grace_seconds = grace.as_secs(), "stopping containers");
-    let signal_all = |current: &BTreeMap<String, Instance>, sig: Signal| {
-        for inst in current.values() {
+    let sidecars: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c))
+        .map(|c| c.name.clone())
+        .collect();
+    let alive = |records: &BTreeMap<String, ContainerRecord>, sidecar: bool| {
+        records.iter().any(|(name, r)| {
+            sidecars.contains(name) == sidecar
+                && matches!(
+                    r.state,
+                    ContainerState::Starting | ContainerState::Running { .. }
+                )
+        })
+    };
+    // App containers first; sidecars once those are gone
+    // (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/#termination>).
+    let signal = |current: &BTreeMap<String, Instance>, sidecar: bool, sig: Signal| {
+        for (name, inst) in current
+            .iter()
+            .filter(|(n, _)| sidecars.contains(n) == sidecar)
+        {
             if let Some(pid) = inst.pid {
+                info!(container = %name, signal = %sig, "killing container");
                 let _ = peapod_sys::process::kill(pid, sig);
             }
         }
     };
-    signal_all(current, Signal::SIGTERM);
-    while records.values().any(|r| {
-        matches!(
-            r.state,
-            ContainerState::Starting | ContainerState::Running { .. }
-        )
-    }) {
+    info!(grace_seconds = grace.as_secs(), "stopping containers");
+    let mut killed = false;
+    let mut sidecars_signalled = false;
+    signal(current, false, Signal::SIGTERM);
+    while alive(records, false) || alive(records, true) {
+        if !alive(records, false) && !sidecars_signalled {
+            sidecars_signalled = true;
+            signal(current, true, Signal::SIGTERM);
+        }
         tokio::select! {
             Some(msg) = rx.recv() => {
                 let started = matches!(msg, Msg::Started { .. });
                 handle(msg, records, current, all_ids, emit);
                 if started {
-                    signal_all(current, if killed { Signal::SIGKILL } else { Signal::SIGTERM });
+                    let sig = if killed { Signal::SIGKILL } else { Signal::SIGTERM };
+                    signal(current, false, sig);
+                    if sidecars_signalled || killed {
+                        signal(current, true, sig);
+                    }
                 }
             }
             _ = tokio::time::sleep_until(deadline), if !killed => {
-                info!("grace period over, killing");
+                info!("grace period over");
                 killed = true;
-                signal_all(current, Signal::SIGKILL);
+                signal(current, false, Signal::SIGKILL);
+                signal(current, true, Signal::SIGKILL);
             }
         }
     }
-    let _ = node;
 }
 
 async fn create_sandbox(node: &Node, ctx: &PodContext, dir: &SandboxDir) -> Result<(), String> {
