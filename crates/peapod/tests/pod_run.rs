@@ -667,3 +667,65 @@ fn leak_checks_catch_a_killed_run_and_drop_cleans_up() {
     }
     assert!(!root_path.exists(), "{} not removed", root_path.display());
 }
+
+const SLEEPER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: early
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: mem
+    emptyDir:
+      medium: Memory
+  containers:
+  - name: a
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - name: mem
+      mountPath: /mem
+  - name: b
+    image: busybox
+    command: ["sleep", "3600"]
+"#;
+
+/// SIGINT while the pod is still being created (sandbox being made, containers being
+/// started) deletes what was made so far: exit 0, nothing left.
+#[test]
+fn sigint_while_the_pod_starts_leaves_nothing() {
+    type Reached = fn(&TestRoot) -> bool;
+    let stages: [(&str, Reached); 3] = [
+        ("a pod directory exists", |r| !r.entries("pods").is_empty()),
+        ("a container directory exists", |r| {
+            !r.entries("containers").is_empty()
+        }),
+        ("a container has started", |r| {
+            r.entries("containers").iter().any(|c| {
+                r.path()
+                    .join("containers")
+                    .join(c)
+                    .join("started.json")
+                    .exists()
+            })
+        }),
+    ];
+    for (stage, reached) in stages {
+        let root = TestRoot::new();
+        let path = root.manifest("pod.yaml", SLEEPER);
+        let mut pod = root.run(&path);
+        poll_until(deadline_in(START), || reached(&root).then_some(()))
+            .unwrap_or_else(|| panic!("never saw: {stage}\n{}", pod.transcript()));
+        pod.sample();
+        pod.interrupt();
+        let code = pod.exit_code(deadline_in(EXIT));
+        assert_eq!(
+            code,
+            0,
+            "exit code after SIGINT when {stage}\n{}",
+            pod.transcript()
+        );
+        pod.assert_no_leaks(&root);
+    }
+}
