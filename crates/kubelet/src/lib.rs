@@ -3,10 +3,13 @@
 //! to runtime configs.
 
 pub mod context;
+mod instance;
 pub mod limits;
 pub mod plan;
 pub mod pod_sandbox;
+pub mod probe;
 pub mod security;
+mod stop;
 pub mod translate;
 pub mod worker;
 

@@ -43,6 +43,10 @@ pub struct ContainerRecord {
     pub restart_count: u32,
     /// Consecutive crashes that count for the back-off.
     pub backoff_level: u32,
+    /// The startup probe succeeded (or there is none) for the running instance.
+    pub started: bool,
+    /// The readiness probe says ready (or there is none) for the running instance.
+    pub ready: bool,
 }
 
 impl ContainerRecord {
@@ -51,6 +55,8 @@ impl ContainerRecord {
             state: ContainerState::Waiting,
             restart_count: 0,
             backoff_level: 0,
+            started: false,
+            ready: false,
         }
     }
 }
@@ -333,6 +339,7 @@ mod tests {
             },
             restart_count: level,
             backoff_level: level,
+            ..Default::default()
         }
     }
 

@@ -2,12 +2,16 @@
 //! /etc/resolv.conf and the volumes to create; plus writing ConfigMap and Secret volumes.
 
 use crate::context::PodContext;
+use crate::worker::Node;
 use k8s_openapi::api::core::v1::KeyToPath;
 use peapod_api::quantity::parse_quantity;
+use peapod_runtime::monitor::{error_chain, CGROUP_ROOT};
+use peapod_runtime::sandbox;
 use peapod_runtime::sandbox::{MemoryVolume, SandboxConfig, SandboxDir};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use tracing::warn;
 
 /// The sandbox config of a pod: `host_resolv` is the host's /etc/resolv.conf.
 pub fn sandbox_config(ctx: &PodContext, host_resolv: &str) -> SandboxConfig {
@@ -124,6 +128,46 @@ fn projected_files<'a>(
             })
             .collect(),
     }
+}
+
+pub(crate) async fn create_sandbox(
+    node: &Node,
+    ctx: &PodContext,
+    dir: &SandboxDir,
+) -> Result<(), String> {
+    let config = sandbox_config(ctx, &node.host_resolv);
+    let exe = node.runtime.exe().to_path_buf();
+    let (ctx, dir) = (ctx.clone(), dir.clone());
+    tokio::task::spawn_blocking(move || {
+        let cmd = sandbox::prepare(&exe, &dir, &config).map_err(|e| error_chain(&e))?;
+        sandbox::run_helper(cmd, &dir).map_err(|e| error_chain(&e))?;
+        write_projected_volumes(&ctx, &dir)
+            .map_err(|e| format!("write configMap/secret volume: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub(crate) async fn remove_sandbox(node: &Node, dir: &SandboxDir) {
+    let exe = node.runtime.exe().to_path_buf();
+    let helper_dir = dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        sandbox::run_helper(sandbox::remove_command(&exe, &helper_dir), &helper_dir)
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %error_chain(&e), "remove pod sandbox"),
+        Err(e) => warn!(error = %e, "remove pod sandbox"),
+    }
+    let cgroup = format!(
+        "{CGROUP_ROOT}/pod{}",
+        dir.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    peapod_runtime::cgroup::remove(&cgroup, CGROUP_ROOT);
 }
 
 #[cfg(test)]

@@ -2,27 +2,27 @@
 //!
 //! It owns the pod's sandbox and containers. Each container instance is started by spawning
 //! its monitor process (`peapod __monitor`), whose one-line answer says whether it runs; the
-//! monitor's exit means the container's exit is recorded on disk.
+//! monitor's exit means the container's exit is recorded on disk (see `instance.rs`).
 
 use crate::context::PodContext;
+use crate::instance;
 use crate::plan::{is_sidecar, plan, ContainerRecord, ContainerState, Phase};
-use crate::pod_sandbox;
-use crate::translate::container_config;
+use crate::pod_sandbox::{create_sandbox, remove_sandbox};
+use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget};
+use k8s_openapi::api::core::v1::PodSpec;
 use nix::sys::signal::Signal;
 use peapod_net::HostPortListener;
-use peapod_runtime::container::parse_ready;
+use peapod_runtime::container::ContainerDir;
 use peapod_runtime::image::ImageStore;
-use peapod_runtime::monitor::{error_chain, CGROUP_ROOT};
-use peapod_runtime::sandbox::{self, SandboxDir};
+use peapod_runtime::sandbox::SandboxDir;
 use peapod_runtime::{ContainerId, Exited, Runtime};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 /// What the node shares between its pod workers.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Node {
 }
 
 /// How a worker reports events.
-type Emit<'a> = dyn Fn(PodEvent) + Sync + 'a;
+type Emit<'a> = dyn Fn(PodEvent) + Send + Sync + 'a;
 
 /// What a pod worker tells its observer.
 #[derive(Debug, Clone)]
@@ -58,6 +58,17 @@ pub enum PodEvent {
     ContainerFailed {
         container: String,
         reason: String,
+    },
+    ContainerReady {
+        container: String,
+        ready: bool,
+    },
+    /// The pod's Ready condition changed.
+    PodReady(bool),
+    /// A kubelet event (`Unhealthy`, `Killing`, `FailedPostStartHook`, ...).
+    Event {
+        reason: &'static str,
+        message: String,
     },
     Phase(Phase),
     /// The pod is gone: containers stopped, sandbox removed.
@@ -85,11 +96,11 @@ impl PodWorker {
         let (delete, deleted) = watch::channel(false);
         let join = tokio::spawn(async move {
             let key = format!("{}/{}", ctx.namespace(), ctx.name());
-            let emit = |e: PodEvent| {
+            let emit: Box<Emit<'static>> = Box::new(move |e: PodEvent| {
                 let _ = events.send((key.clone(), e));
-            };
+            });
             let span = tracing::info_span!("pod", pod = %ctx.name(), uid = %ctx.uid());
-            run(node, ctx, host_ports, deleted, &emit)
+            run(node, ctx, host_ports, deleted, &*emit)
                 .instrument(span)
                 .await;
             emit(PodEvent::Deleted);
@@ -103,13 +114,15 @@ impl PodWorker {
     }
 }
 
-/// Messages from a container instance's task to its worker.
-enum Msg {
+/// Messages from a container instance's tasks to its worker.
+pub(crate) enum Msg {
     Started {
         name: String,
         id: ContainerId,
         pid: i32,
         log_path: PathBuf,
+        stop_signal: Signal,
+        dir: ContainerDir,
     },
     Failed {
         name: String,
@@ -121,12 +134,43 @@ enum Msg {
         id: ContainerId,
         exited: Exited,
     },
+    Probe {
+        name: String,
+        id: ContainerId,
+        event: ProbeEvent,
+    },
+    HookFailed {
+        name: String,
+        id: ContainerId,
+        message: String,
+    },
 }
 
-struct Instance {
-    id: Option<ContainerId>,
-    pid: Option<i32>,
-    restart: u32,
+/// The current instance of a container.
+pub(crate) struct Instance {
+    pub id: Option<ContainerId>,
+    pub pid: Option<i32>,
+    pub restart: u32,
+    pub stop_signal: Signal,
+    pub target: Option<ProbeTarget>,
+    /// postStart hook and probes; aborted when the instance exits.
+    pub watcher: Option<JoinHandle<()>>,
+}
+
+/// Everything the worker knows about its pod.
+pub(crate) struct PodState<'a> {
+    pub node: Node,
+    pub ctx: Arc<PodContext>,
+    pub pod_dir: SandboxDir,
+    pub spec: PodSpec,
+    pub records: BTreeMap<String, ContainerRecord>,
+    pub current: BTreeMap<String, Instance>,
+    /// Every container instance ever created, removed with the pod.
+    pub all_ids: Vec<ContainerId>,
+    pub tx: mpsc::UnboundedSender<Msg>,
+    pub emit: &'a Emit<'a>,
+    pub pod_ready: Option<bool>,
+    pub deleting: bool,
 }
 
 async fn run(
@@ -138,7 +182,7 @@ async fn run(
 ) {
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     if let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await {
-        warn!(%reason, "pod sandbox failed");
+        info!(%reason, "pod sandbox failed");
         emit(PodEvent::SandboxFailed { reason });
         remove_sandbox(&node, &pod_dir).await;
         return;
@@ -151,58 +195,40 @@ async fn run(
     let Some(spec) = ctx.pod.spec.clone() else {
         return;
     };
-    let ctx = Arc::new(ctx);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let mut records: BTreeMap<String, ContainerRecord> = BTreeMap::new();
-    let mut current: BTreeMap<String, Instance> = BTreeMap::new();
-    let mut all_ids: Vec<ContainerId> = Vec::new();
+    let mut pod = PodState {
+        node: node.clone(),
+        ctx: Arc::new(ctx),
+        pod_dir: pod_dir.clone(),
+        spec,
+        records: BTreeMap::new(),
+        current: BTreeMap::new(),
+        all_ids: Vec::new(),
+        tx,
+        emit,
+        pod_ready: None,
+        deleting: false,
+    };
     let mut phase = None;
-    let mut stopping = std::collections::HashSet::new();
-
+    let mut stopping = HashSet::new();
     loop {
-        let now = Instant::now();
-        let plan = plan(&spec, &records, now);
+        let plan = plan(&pod.spec, &pod.records, Instant::now());
         if phase != Some(plan.phase) {
             phase = Some(plan.phase);
             info!(phase = plan.phase.as_str(), "pod phase");
             emit(PodEvent::Phase(plan.phase));
         }
         for name in &plan.stop {
-            if let Some(pid) = current.get(name).and_then(|i| i.pid) {
-                if stopping.insert(name.clone()) {
+            if stopping.insert(name.clone()) {
+                if let Some(inst) = pod.current.get(name) {
                     info!(container = %name, "stopping sidecar of a completed pod");
-                    let _ = peapod_sys::process::kill(pid, Signal::SIGTERM);
+                    instance_stop(&pod, name, inst);
                 }
             }
         }
         for name in &plan.start {
             stopping.remove(name);
-            let record = records.entry(name.clone()).or_default();
-            let restart = match record.state {
-                ContainerState::Waiting => 0,
-                _ => {
-                    record.restart_count += 1;
-                    record.backoff_level += 1;
-                    record.restart_count
-                }
-            };
-            record.state = ContainerState::Starting;
-            spawn_instance(
-                node.clone(),
-                ctx.clone(),
-                pod_dir.clone(),
-                name.clone(),
-                restart,
-                tx.clone(),
-            );
-            current.insert(
-                name.clone(),
-                Instance {
-                    id: None,
-                    pid: None,
-                    restart,
-                },
-            );
+            pod.start(name);
         }
         let sleep = async {
             match plan.wake_at {
@@ -211,28 +237,19 @@ async fn run(
             }
         };
         tokio::select! {
-            Some(msg) = rx.recv() => handle(msg, &mut records, &mut current, &mut all_ids, emit),
-            _ = deleted.changed() => break,
+            Some(msg) = rx.recv() => pod.handle(msg),
+            _ = deleted.changed() => {}
             _ = sleep => {}
         }
         if *deleted.borrow() {
             break;
         }
     }
-
-    terminate(
-        &spec,
-        &mut rx,
-        &mut records,
-        &mut current,
-        &mut all_ids,
-        emit,
-    )
-    .await;
+    crate::stop::terminate(&mut pod, &mut rx).await;
     for p in proxies {
         p.abort();
     }
-    for id in all_ids {
+    for id in std::mem::take(&mut pod.all_ids) {
         let rt = node.runtime.clone();
         let _ = tokio::task::spawn_blocking(move || rt.remove(&id)).await;
     }
@@ -240,418 +257,236 @@ async fn run(
     info!("pod deleted");
 }
 
-fn handle(
-    msg: Msg,
-    records: &mut BTreeMap<String, ContainerRecord>,
-    current: &mut BTreeMap<String, Instance>,
-    all_ids: &mut Vec<ContainerId>,
-    emit: &Emit<'_>,
-) {
-    let now = Instant::now();
-    match msg {
-        Msg::Started {
-            name,
-            id,
-            pid,
-            log_path,
-        } => {
-            all_ids.push(id.clone());
-            let mut restart = 0;
-            if let Some(inst) = current.get_mut(&name) {
-                inst.id = Some(id);
-                inst.pid = Some(pid);
-                restart = inst.restart;
-            }
-            emit(PodEvent::ContainerStarted {
-                container: name.clone(),
-                restart,
-                log_path,
-            });
-            if let Some(r) = records.get_mut(&name) {
-                r.state = ContainerState::Running { since: now };
-            }
-            info!(container = %name, pid, "container started");
-        }
-        Msg::Failed { name, id, reason } => {
-            all_ids.extend(id);
-            current.remove(&name);
-            if let Some(r) = records.get_mut(&name) {
-                r.state = ContainerState::CreateFailed {
-                    reason: reason.clone(),
-                    at: now,
-                };
-            }
-            warn!(container = %name, %reason, "container failed to start");
-            emit(PodEvent::ContainerFailed {
-                container: name,
-                reason,
-            });
-        }
-        Msg::Exited { name, id, exited } => {
-            let restart = current.get(&name).map(|i| i.restart).unwrap_or(0);
-            if current
-                .get(&name)
-                .is_some_and(|i| i.id.as_ref() == Some(&id))
-            {
-                current.remove(&name);
-            }
-            if let Some(r) = records.get_mut(&name) {
-                let started = match r.state {
-                    ContainerState::Running { since } => since,
-                    _ => now,
-                };
-                if now.duration_since(started) >= crate::plan::BACKOFF_RESET_AFTER {
-                    r.backoff_level = 0;
-                }
-                r.state = ContainerState::Exited {
-                    exit_code: exited.exit_code,
-                    started,
-                    finished: now,
-                };
-            }
-            info!(container = %name, exit_code = exited.exit_code, reason = exited.reason(), "container exited");
-            emit(PodEvent::ContainerExited {
-                container: name,
-                restart,
-                exited,
-            });
-        }
-    }
+fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
+    let grace = Duration::from_secs(
+        pod.spec
+            .termination_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64,
+    );
+    crate::stop::stop_instance(&pod.ctx, name, inst, grace);
 }
 
-/// Creates one container instance and waits for it to exit, reporting to the worker.
-fn spawn_instance(
-    node: Node,
-    ctx: Arc<PodContext>,
-    pod_dir: SandboxDir,
-    name: String,
-    restart: u32,
-    tx: mpsc::UnboundedSender<Msg>,
-) {
-    tokio::spawn(async move {
-        let prepared = {
-            let (node, ctx, pod_dir, name) =
-                (node.clone(), ctx.clone(), pod_dir.clone(), name.clone());
-            tokio::task::spawn_blocking(move || prepare(&node, &ctx, &pod_dir, &name, restart))
-                .await
-        };
-        let (id, cmd, log_path) = match prepared {
-            Ok(Ok(p)) => p,
-            Ok(Err(reason)) => {
-                let _ = tx.send(Msg::Failed {
-                    name,
-                    id: None,
-                    reason,
-                });
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Msg::Failed {
-                    name,
-                    id: None,
-                    reason: e.to_string(),
-                });
-                return;
+impl PodState<'_> {
+    /// Starts (or restarts) the container `name`.
+    fn start(&mut self, name: &str) {
+        let record = self.records.entry(name.to_string()).or_default();
+        let restart = match record.state {
+            ContainerState::Waiting => 0,
+            _ => {
+                record.restart_count += 1;
+                record.backoff_level += 1;
+                record.restart_count
             }
         };
-        let mut child = match tokio::process::Command::from(cmd)
-            .kill_on_drop(false)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tx.send(Msg::Failed {
-                    name,
-                    id: Some(id),
-                    reason: format!("spawn monitor: {e}"),
-                });
-                return;
-            }
+        record.state = ContainerState::Starting;
+        record.started = false;
+        record.ready = false;
+        instance::spawn(
+            self.node.clone(),
+            self.ctx.clone(),
+            self.pod_dir.clone(),
+            name.to_string(),
+            restart,
+            self.tx.clone(),
+        );
+        let instance = Instance {
+            id: None,
+            pid: None,
+            restart,
+            stop_signal: Signal::SIGTERM,
+            target: None,
+            watcher: None,
         };
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = tokio::io::BufReader::new(stdout).read_line(&mut line).await;
-        }
-        match parse_ready(&name, &line) {
-            Ok(pid) => {
-                let _ = tx.send(Msg::Started {
-                    name: name.clone(),
-                    id: id.clone(),
-                    pid,
+        self.current.insert(name.to_string(), instance);
+    }
+
+    fn is_current(&self, name: &str, id: &ContainerId) -> bool {
+        self.current
+            .get(name)
+            .is_some_and(|i| i.id.as_ref() == Some(id))
+    }
+
+    /// Applies one message to the pod's state.
+    pub(crate) fn handle(&mut self, msg: Msg) {
+        let now = Instant::now();
+        let emit = self.emit;
+        match msg {
+            Msg::Started {
+                name,
+                id,
+                pid,
+                log_path,
+                stop_signal,
+                dir,
+            } => {
+                self.all_ids.push(id.clone());
+                let target = instance::probe_target(&self.node, &self.pod_dir, &dir);
+                let regular_init = self.is_regular_init(&name);
+                let mut restart = 0;
+                if let Some(inst) = self.current.get_mut(&name) {
+                    inst.id = Some(id.clone());
+                    inst.pid = Some(pid);
+                    inst.stop_signal = stop_signal;
+                    inst.target = Some(target.clone());
+                    restart = inst.restart;
+                    if !self.deleting {
+                        inst.watcher = Some(instance::watch_running(
+                            &self.ctx,
+                            &name,
+                            &id,
+                            target,
+                            self.tx.clone(),
+                            regular_init,
+                        ));
+                    }
+                }
+                emit(PodEvent::ContainerStarted {
+                    container: name.clone(),
+                    restart,
                     log_path,
                 });
+                if let Some(r) = self.records.get_mut(&name) {
+                    r.state = ContainerState::Running { since: now };
+                }
+                info!(container = %name, pid, "container started");
             }
-            Err(e) => {
-                let _ = child.wait().await;
-                let detail = node.runtime.monitor_diagnostics(&id);
-                let reason = match (line.trim(), detail.is_empty()) {
-                    (_, true) => error_chain(&e),
-                    ("", false) => format!("{}: {detail}", error_chain(&e)),
-                    (_, false) => format!("{} ({detail})", error_chain(&e)),
-                };
-                let _ = tx.send(Msg::Failed {
-                    name,
-                    id: Some(id),
+            Msg::Failed { name, id, reason } => {
+                self.all_ids.extend(id);
+                self.current.remove(&name);
+                if let Some(r) = self.records.get_mut(&name) {
+                    r.state = ContainerState::CreateFailed {
+                        reason: reason.clone(),
+                        at: now,
+                    };
+                }
+                info!(container = %name, %reason, "container failed to start");
+                emit(PodEvent::ContainerFailed {
+                    container: name,
                     reason,
                 });
-                return;
             }
+            Msg::Exited { name, id, exited } => {
+                let restart = self.current.get(&name).map(|i| i.restart).unwrap_or(0);
+                if self.is_current(&name, &id) {
+                    if let Some(inst) = self.current.remove(&name) {
+                        inst.watcher.iter().for_each(JoinHandle::abort);
+                    }
+                }
+                if let Some(r) = self.records.get_mut(&name) {
+                    let started = match r.state {
+                        ContainerState::Running { since } => since,
+                        _ => now,
+                    };
+                    if now.duration_since(started) >= crate::plan::BACKOFF_RESET_AFTER {
+                        r.backoff_level = 0;
+                    }
+                    r.state = ContainerState::Exited {
+                        exit_code: exited.exit_code,
+                        started,
+                        finished: now,
+                    };
+                    r.started = false;
+                    r.ready = false;
+                }
+                info!(container = %name, exit_code = exited.exit_code, reason = exited.reason(), "container exited");
+                emit(PodEvent::ContainerExited {
+                    container: name,
+                    restart,
+                    exited,
+                });
+            }
+            Msg::Probe { name, id, event } if self.is_current(&name, &id) => {
+                self.probe_event(&name, event)
+            }
+            Msg::HookFailed { name, id, message } if self.is_current(&name, &id) => {
+                emit(PodEvent::Event {
+                    reason: "FailedPostStartHook",
+                    message: format!("PostStartHook failed: {message}"),
+                });
+                if let Some(inst) = self.current.get(&name) {
+                    instance_stop(self, &name, inst);
+                }
+            }
+            Msg::Probe { .. } | Msg::HookFailed { .. } => {}
         }
-        let _ = child.wait().await;
-        let rt = node.runtime.clone();
-        let rid = id.clone();
-        let exited = tokio::task::spawn_blocking(move || rt.exited(&rid)).await;
-        let exited = match exited {
-            Ok(Ok(Some(e))) => e,
-            _ => Exited {
-                exit_code: 137,
-                signal: Some(9),
-                oom_killed: false,
-                started_at: String::new(),
-                finished_at: peapod_runtime::log::now_rfc3339_nano(),
-            },
-        };
-        let _ = tx.send(Msg::Exited { name, id, exited });
-    });
-}
+        self.update_pod_ready();
+    }
 
-/// Resolves the image and translates the container into a runtime config (blocking).
-fn prepare(
-    node: &Node,
-    ctx: &PodContext,
-    pod_dir: &SandboxDir,
-    name: &str,
-    restart: u32,
-) -> Result<(ContainerId, std::process::Command, PathBuf), String> {
-    let spec = ctx.pod.spec.as_ref().ok_or("pod has no spec")?;
-    let container = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .find(|c| c.name == name)
-        .ok_or_else(|| format!("container {name} not in spec"))?;
-    let image_name = container.image.clone().unwrap_or_default();
-    let image = node
-        .images
-        .resolve(&image_name)
-        .map_err(|e| format!("ErrImageNeverPull: {}", error_chain(&e)))?;
-    let read_top = |file: &str| {
-        image
-            .layers
-            .iter()
-            .rev()
-            .find_map(|l| std::fs::read_to_string(l.join(file)).ok())
-            .unwrap_or_default()
-    };
-    let (passwd, group) = (read_top("etc/passwd"), read_top("etc/group"));
-    let term_log = pod_dir
-        .path
-        .join("termination")
-        .join(format!("{name}-{restart}"));
-    if let Some(parent) = term_log.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    }
-    std::fs::File::create(&term_log).map_err(|e| e.to_string())?;
-    let cgroup_path = format!("{CGROUP_ROOT}/pod{}/{}", ctx.uid(), ContainerId::random());
-    let mut config = container_config(
-        container,
-        ctx,
-        &image,
-        pod_dir,
-        &passwd,
-        &group,
-        restart,
-        cgroup_path,
-        &term_log,
-    )
-    .map_err(|e| format!("CreateContainerConfigError: {e}"))?;
-    for m in &mut config.mounts {
-        prepare_mount_source(ctx, pod_dir, container, m)?;
-    }
-    let log_path = config.log_path.clone();
-    let (id, cmd) = node.runtime.prepare(&config).map_err(|e| error_chain(&e))?;
-    Ok((id, cmd, log_path))
-}
-
-/// Makes sure a mount's source exists: subPath directories inside volumes are created, as the
-/// kubelet does, and must not lead outside their volume through a symlink.
-fn prepare_mount_source(
-    ctx: &PodContext,
-    pod_dir: &SandboxDir,
-    container: &k8s_openapi::api::core::v1::Container,
-    m: &peapod_runtime::Mount,
-) -> Result<(), String> {
-    let Some(vm) = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|vm| vm.mount_path == m.destination)
-    else {
-        return Ok(());
-    };
-    let volume = ctx
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|vs| vs.iter().find(|v| v.name == vm.name));
-    if let Some(hp) = volume.and_then(|v| v.host_path.as_ref()) {
-        let path = std::path::Path::new(&hp.path);
-        match hp.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => {
-                std::fs::create_dir_all(path).map_err(|e| format!("hostPath {}: {e}", hp.path))?
+    fn probe_event(&mut self, name: &str, event: ProbeEvent) {
+        let emit = self.emit;
+        match event {
+            ProbeEvent::Started => {
+                if let Some(r) = self.records.get_mut(name) {
+                    r.started = true;
+                }
             }
-            "FileOrCreate" if !path.exists() => {
-                std::fs::File::create(path).map_err(|e| format!("hostPath {}: {e}", hp.path))?;
-            }
-            "Directory" if !path.is_dir() => {
-                return Err(format!(
-                    "hostPath type check failed: {} is not a directory",
-                    hp.path
-                ))
-            }
-            "File" if !path.is_file() => {
-                return Err(format!(
-                    "hostPath type check failed: {} is not a file",
-                    hp.path
-                ))
-            }
-            "" if !path.exists() => {
-                std::fs::create_dir_all(path).map_err(|e| format!("hostPath {}: {e}", hp.path))?
-            }
-            _ => {}
-        }
-    }
-    if vm.sub_path.as_deref().is_some_and(|s| !s.is_empty()) {
-        let base =
-            crate::translate::volume_source(ctx, pod_dir, &vm.name).ok_or("volume missing")?;
-        if !m.source.exists() {
-            std::fs::create_dir_all(&m.source)
-                .map_err(|e| format!("subPath {}: {e}", m.source.display()))?;
-        }
-        let real = m
-            .source
-            .canonicalize()
-            .map_err(|e| format!("subPath {}: {e}", m.source.display()))?;
-        let real_base = base
-            .canonicalize()
-            .map_err(|e| format!("volume {}: {e}", base.display()))?;
-        if !real.starts_with(&real_base) {
-            return Err(format!(
-                "subPath {} leads outside its volume",
-                vm.sub_path.as_deref().unwrap_or("")
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Stops every container: SIGTERM, then SIGKILL once the grace period is over; waits for all
-/// of them (and any start still under way) to be reported.
-async fn terminate(
-    spec: &k8s_openapi::api::core::v1::PodSpec,
-    rx: &mut mpsc::UnboundedReceiver<Msg>,
-    records: &mut BTreeMap<String, ContainerRecord>,
-    current: &mut BTreeMap<String, Instance>,
-    all_ids: &mut Vec<ContainerId>,
-    emit: &Emit<'_>,
-) {
-    let grace =
-        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
-    let deadline = tokio::time::Instant::now() + grace;
-    let sidecars: Vec<String> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| is_sidecar(c))
-        .map(|c| c.name.clone())
-        .collect();
-    let alive = |records: &BTreeMap<String, ContainerRecord>, sidecar: bool| {
-        records.iter().any(|(name, r)| {
-            sidecars.contains(name) == sidecar
-                && matches!(
-                    r.state,
-                    ContainerState::Starting | ContainerState::Running { .. }
-                )
-        })
-    };
-    // App containers first; sidecars once those are gone
-    // (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/#termination>).
-    let signal = |current: &BTreeMap<String, Instance>, sidecar: bool, sig: Signal| {
-        for (name, inst) in current
-            .iter()
-            .filter(|(n, _)| sidecars.contains(n) == sidecar)
-        {
-            if let Some(pid) = inst.pid {
-                info!(container = %name, signal = %sig, "killing container");
-                let _ = peapod_sys::process::kill(pid, sig);
-            }
-        }
-    };
-    info!(grace_seconds = grace.as_secs(), "stopping containers");
-    let mut killed = false;
-    let mut sidecars_signalled = false;
-    signal(current, false, Signal::SIGTERM);
-    while alive(records, false) || alive(records, true) {
-        if !alive(records, false) && !sidecars_signalled {
-            sidecars_signalled = true;
-            signal(current, true, Signal::SIGTERM);
-        }
-        tokio::select! {
-            Some(msg) = rx.recv() => {
-                let started = matches!(msg, Msg::Started { .. });
-                handle(msg, records, current, all_ids, emit);
-                if started {
-                    let sig = if killed { Signal::SIGKILL } else { Signal::SIGTERM };
-                    signal(current, false, sig);
-                    if sidecars_signalled || killed {
-                        signal(current, true, sig);
+            ProbeEvent::Ready(ready) => {
+                if let Some(r) = self.records.get_mut(name) {
+                    if r.ready != ready {
+                        r.ready = ready;
+                        emit(PodEvent::ContainerReady {
+                            container: name.to_string(),
+                            ready,
+                        });
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline), if !killed => {
-                info!("grace period over");
-                killed = true;
-                signal(current, false, Signal::SIGKILL);
-                signal(current, true, Signal::SIGKILL);
+            ProbeEvent::Unhealthy { kind, message } => {
+                emit(PodEvent::Event {
+                    reason: "Unhealthy",
+                    message: format!("{} probe failed: {message}", kind.as_str()),
+                });
+            }
+            ProbeEvent::Failed { kind, grace, .. } => {
+                let what = if kind == ProbeKind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                };
+                emit(PodEvent::Event {
+                    reason: "Killing",
+                    message: format!("Container {name} failed {what} probe, will be restarted"),
+                });
+                if let Some(inst) = self.current.get(name) {
+                    let pod_grace = Duration::from_secs(
+                        self.spec
+                            .termination_grace_period_seconds
+                            .unwrap_or(30)
+                            .max(0) as u64,
+                    );
+                    crate::stop::stop_instance(&self.ctx, name, inst, grace.unwrap_or(pod_grace));
+                }
             }
         }
     }
-}
 
-async fn create_sandbox(node: &Node, ctx: &PodContext, dir: &SandboxDir) -> Result<(), String> {
-    let config = pod_sandbox::sandbox_config(ctx, &node.host_resolv);
-    let exe = node.runtime.exe().to_path_buf();
-    let (ctx, dir) = (ctx.clone(), dir.clone());
-    tokio::task::spawn_blocking(move || {
-        let cmd = sandbox::prepare(&exe, &dir, &config).map_err(|e| error_chain(&e))?;
-        sandbox::run_helper(cmd, &dir).map_err(|e| error_chain(&e))?;
-        pod_sandbox::write_projected_volumes(&ctx, &dir)
-            .map_err(|e| format!("write configMap/secret volume: {e}"))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
-async fn remove_sandbox(node: &Node, dir: &SandboxDir) {
-    let exe = node.runtime.exe().to_path_buf();
-    let helper_dir = dir.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        sandbox::run_helper(sandbox::remove_command(&exe, &helper_dir), &helper_dir)
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %error_chain(&e), "remove pod sandbox"),
-        Err(e) => warn!(error = %e, "remove pod sandbox"),
+    fn is_regular_init(&self, name: &str) -> bool {
+        self.spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name && !is_sidecar(c))
     }
-    let cgroup = format!(
-        "{CGROUP_ROOT}/pod{}",
-        dir.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
-    peapod_runtime::cgroup::remove(&cgroup, CGROUP_ROOT);
+
+    /// The pod's Ready condition: every app container (and sidecar) running and ready.
+    fn update_pod_ready(&mut self) {
+        let sidecars = self
+            .spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_sidecar(c));
+        let ready = self.spec.containers.iter().chain(sidecars).all(|c| {
+            self.records
+                .get(&c.name)
+                .is_some_and(|r| r.ready && matches!(r.state, ContainerState::Running { .. }))
+        });
+        if self.pod_ready != Some(ready) {
+            if self.pod_ready.is_some() || ready {
+                (self.emit)(PodEvent::PodReady(ready));
+            }
+            self.pod_ready = Some(ready);
+        }
+    }
 }

@@ -76,6 +76,16 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
             cli::logging::init_file(&dir.join("monitor.log"));
             Some(peapod_runtime::monitor::main(&dir))
         }
+        "__exec" if argv.len() >= 5 && argv[3] == "--" => {
+            let args = argv[4..]
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            Some(peapod_runtime::exec::helper_main(
+                &PathBuf::from(&argv[2]),
+                args,
+            ))
+        }
         "__sandbox" if argv.len() == 4 => {
             let verb = argv[2].to_string_lossy();
             Some(peapod_runtime::sandbox::helper_main(

@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod cgroup;
 pub mod container;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod log;
 pub mod monitor;

@@ -74,3 +74,33 @@ pub fn delete(id: &str, state_root: &Path) -> Result<(), YoukiError> {
     let mut container = Container::load(dir).map_err(err("load"))?;
     container.delete(true).map_err(err("delete"))
 }
+
+/// Starts `args` as a new process inside the running container `id` (its namespaces, cgroup,
+/// user, capabilities and environment, from the container's spec); returns its PID. The caller
+/// must be child subreaper to reap it.
+pub fn exec(
+    id: &str,
+    state_root: &Path,
+    args: Vec<String>,
+    stdio: Stdio,
+) -> Result<i32, YoukiError> {
+    let err = |op| {
+        move |source| YoukiError {
+            op,
+            id: id.to_string(),
+            source: Box::new(source),
+        }
+    };
+    let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(state_root)
+        .map_err(err("configure"))?
+        .with_stdin(stdio.stdin)
+        .with_stdout(stdio.stdout)
+        .with_stderr(stdio.stderr)
+        .as_tenant()
+        .with_container_args(args)
+        .with_detach(true)
+        .build()
+        .map_err(err("exec"))?;
+    Ok(pid.as_raw())
+}

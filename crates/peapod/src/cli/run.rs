@@ -100,6 +100,15 @@ async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result
                     PodEvent::ContainerFailed { container, reason } => {
                         eprintln!("pod/{short}: container {container} failed to start: {reason}");
                     }
+                    PodEvent::ContainerReady { container, ready } => {
+                        eprintln!("pod/{short}: container {container} {}", if ready { "ready" } else { "not ready" });
+                    }
+                    PodEvent::PodReady(ready) => {
+                        eprintln!("pod/{short}: {}", if ready { "Ready" } else { "NotReady" });
+                    }
+                    PodEvent::Event { reason, message } => {
+                        eprintln!("pod/{short}: {reason}: {message}");
+                    }
                     PodEvent::SandboxFailed { reason } => {
                         eprintln!("pod/{short}: sandbox failed: {reason}");
                         failed = true;

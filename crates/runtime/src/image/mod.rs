@@ -60,6 +60,8 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    /// `STOPSIGNAL`, e.g. `SIGQUIT` or `3`: what the kubelet sends instead of SIGTERM.
+    pub stop_signal: Option<String>,
 }
 
 /// Errors of the image store. Errors about an archive start with the archive's path.

@@ -79,6 +79,7 @@ struct RunConfig {
     env: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    stop_signal: Option<String>,
 }
 
 impl ConfigFile {
@@ -91,6 +92,7 @@ impl ConfigFile {
             env: c.and_then(|c| c.env.clone()).unwrap_or_default(),
             working_dir: c.and_then(|c| non_empty(&c.working_dir)),
             user: c.and_then(|c| non_empty(&c.user)),
+            stop_signal: c.and_then(|c| non_empty(&c.stop_signal)),
         }
     }
 }

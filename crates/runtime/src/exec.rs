@@ -1,0 +1,101 @@
+//! Running a process inside a running container (`peapod __exec <container dir> -- ARGS`), for
+//! exec probes, lifecycle hooks and, later, `kubectl exec`.
+//!
+//! Like the monitor, the helper is a re-executed single-threaded process: it is child
+//! subreaper (libcontainer double-forks the new process), passes its own stdio to the process,
+//! forwards SIGTERM/SIGINT to it as SIGKILL (a timed-out probe leaves nothing running), and
+//! exits with the process's exit code (128 + signal when killed).
+
+use crate::container::ContainerDir;
+use crate::youki;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use peapod_sys::process::{self as sysproc, Exit};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The hidden subcommand of the peapod binary that runs a process in a container.
+pub const EXEC_SUBCOMMAND: &str = "__exec";
+
+/// Exit code of the helper when the process could not be started at all.
+pub const EXEC_FAILED: i32 = 126;
+
+/// The helper command that runs `args` in the container of `dir`; the caller sets stdio.
+pub fn command(exe: &Path, dir: &ContainerDir, args: &[String]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg(EXEC_SUBCOMMAND)
+        .arg(&dir.path)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Entry point of `peapod __exec <dir> -- ARGS`; returns the exit code.
+pub fn helper_main(dir: &Path, args: Vec<String>) -> i32 {
+    match run(dir, args) {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "peapod exec: {message}");
+            EXEC_FAILED
+        }
+    }
+}
+
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, String> {
+    fd.try_clone_to_owned()
+        .map_err(|e| format!("dup stdio: {e}"))
+}
+
+fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
+    let id = dir
+        .file_name()
+        .and_then(|n| crate::ContainerId::parse(&n.to_string_lossy()))
+        .ok_or_else(|| format!("{} is not a container directory", dir.display()))?;
+    let dir = ContainerDir {
+        id,
+        path: dir.to_path_buf(),
+    };
+    if args.is_empty() {
+        return Err("no command".into());
+    }
+    sysproc::set_child_subreaper().map_err(|e| e.to_string())?;
+    sysproc::reset_signal_dispositions();
+    let stdio = youki::Stdio {
+        stdin: dup(std::io::stdin().as_fd())?,
+        stdout: dup(std::io::stdout().as_fd())?,
+        stderr: dup(std::io::stderr().as_fd())?,
+    };
+    let created = youki::exec(dir.id.as_str(), &dir.state_root(), args, stdio);
+    let _ = sysproc::ignore_sigpipe();
+    let pid = created.map_err(|e| crate::monitor::error_chain(&e))?;
+    let signals = sysproc::signal_fd(&[
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ])
+    .map_err(|e| e.to_string())?;
+    loop {
+        for (reaped, how) in sysproc::reap_exited() {
+            if reaped == pid {
+                return Ok(match how {
+                    Exit::Code(c) => c,
+                    Exit::Signal(s) => 128 + s,
+                });
+            }
+        }
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        while let Ok(Some(info)) = signals.read_signal() {
+            if info.ssi_signo as i32 != Signal::SIGCHLD as i32 {
+                let _ = sysproc::kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+}
