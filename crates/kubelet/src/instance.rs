@@ -25,6 +25,7 @@ pub(crate) struct Prepared {
     cmd: std::process::Command,
     log_path: PathBuf,
     stop_signal: Signal,
+    image_id: String,
 }
 
 /// Parses a stop signal as images write it: `SIGQUIT`, `QUIT` or `3`.
@@ -136,6 +137,7 @@ pub(crate) fn spawn(
             pid,
             log_path: p.log_path,
             stop_signal: p.stop_signal,
+            image_id: p.image_id,
             dir,
         });
         let _ = child.wait().await;
@@ -336,6 +338,7 @@ fn prepare(
         cmd,
         log_path,
         stop_signal,
+        image_id: image.id.clone(),
     })
 }
 

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;
 pub mod security;
+pub mod status;
 mod stop;
 pub mod translate;
 pub mod worker;

@@ -47,6 +47,24 @@ pub struct ContainerRecord {
     pub started: bool,
     /// The readiness probe says ready (or there is none) for the running instance.
     pub ready: bool,
+    /// What the status reports and the planner ignores.
+    pub detail: ContainerDetail,
+}
+
+/// Status details of a container's current and previous instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerDetail {
+    /// `peapod://<id>` of the current (or last) instance.
+    pub container_id: Option<String>,
+    pub image_id: Option<String>,
+    /// RFC 3339 start time of the running instance.
+    pub started_at: Option<String>,
+    /// How the current instance ended, while it is not restarted.
+    pub terminated: Option<peapod_runtime::Exited>,
+    /// How the previous instance ended (`lastState.terminated`).
+    pub last_terminated: Option<peapod_runtime::Exited>,
+    /// Why it could not be created: (reason, message).
+    pub create_error: Option<(String, String)>,
 }
 
 impl ContainerRecord {
@@ -57,6 +75,7 @@ impl ContainerRecord {
             backoff_level: 0,
             started: false,
             ready: false,
+            detail: ContainerDetail::default(),
         }
     }
 }
@@ -116,7 +135,7 @@ pub fn backoff(level: u32) -> Duration {
 }
 
 /// When an exited container may start again, or `None` if it must not.
-fn restart_at(policy: &str, record: &ContainerRecord, init: bool) -> Option<Instant> {
+pub fn restart_at(policy: &str, record: &ContainerRecord, init: bool) -> Option<Instant> {
     let (code, started, finished) = match &record.state {
         ContainerState::Exited {
             exit_code,

@@ -9,7 +9,7 @@ use crate::instance;
 use crate::plan::{is_sidecar, plan, ContainerRecord, ContainerState, Phase};
 use crate::pod_sandbox::{create_sandbox, remove_sandbox};
 use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget};
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 use nix::sys::signal::Signal;
 use peapod_net::HostPortListener;
 use peapod_runtime::container::ContainerDir;
@@ -82,6 +82,8 @@ pub enum PodEvent {
 #[derive(Debug)]
 pub struct PodWorker {
     delete: watch::Sender<bool>,
+    /// The pod's status, as the kubelet would report it, updated on every change.
+    pub status: watch::Receiver<PodStatus>,
     pub join: JoinHandle<()>,
 }
 
@@ -94,18 +96,23 @@ impl PodWorker {
         events: mpsc::UnboundedSender<(String, PodEvent)>,
     ) -> PodWorker {
         let (delete, deleted) = watch::channel(false);
+        let (status_tx, status) = watch::channel(PodStatus::default());
         let join = tokio::spawn(async move {
             let key = format!("{}/{}", ctx.namespace(), ctx.name());
             let emit: Box<Emit<'static>> = Box::new(move |e: PodEvent| {
                 let _ = events.send((key.clone(), e));
             });
             let span = tracing::info_span!("pod", pod = %ctx.name(), uid = %ctx.uid());
-            run(node, ctx, host_ports, deleted, &*emit)
+            run(node, ctx, host_ports, deleted, status_tx, &*emit)
                 .instrument(span)
                 .await;
             emit(PodEvent::Deleted);
         });
-        PodWorker { delete, join }
+        PodWorker {
+            delete,
+            status,
+            join,
+        }
     }
 
     /// Asks the worker to delete the pod gracefully (SIGTERM, then SIGKILL after the grace period).
@@ -122,6 +129,7 @@ pub(crate) enum Msg {
         pid: i32,
         log_path: PathBuf,
         stop_signal: Signal,
+        image_id: String,
         dir: ContainerDir,
     },
     Failed {
@@ -171,6 +179,9 @@ pub(crate) struct PodState<'a> {
     pub emit: &'a Emit<'a>,
     pub pod_ready: Option<bool>,
     pub deleting: bool,
+    /// Condition type -> (status, last transition time).
+    pub conditions: BTreeMap<String, (bool, String)>,
+    pub start_time: String,
 }
 
 async fn run(
@@ -178,8 +189,10 @@ async fn run(
     ctx: PodContext,
     host_ports: Vec<HostPortListener>,
     mut deleted: watch::Receiver<bool>,
+    status: watch::Sender<PodStatus>,
     emit: &Emit<'_>,
 ) {
+    let start_time = peapod_runtime::log::now_rfc3339_nano();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     if let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await {
         info!(%reason, "pod sandbox failed");
@@ -208,6 +221,8 @@ async fn run(
         emit,
         pod_ready: None,
         deleting: false,
+        conditions: BTreeMap::new(),
+        start_time,
     };
     let mut phase = None;
     let mut stopping = HashSet::new();
@@ -230,6 +245,7 @@ async fn run(
             stopping.remove(name);
             pod.start(name);
         }
+        status.send_replace(pod.status(plan.phase));
         let sleep = async {
             match plan.wake_at {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -257,6 +273,21 @@ async fn run(
     info!("pod deleted");
 }
 
+/// Splits `Reason: message` (as `prepare` words its failures) into the kubelet's waiting reason
+/// and message; anything else is a `CreateContainerError`.
+fn split_reason(reason: &str) -> (String, String) {
+    match reason.split_once(": ") {
+        Some((r, m))
+            if !r.is_empty()
+                && r.chars().all(|c| c.is_ascii_alphabetic())
+                && r.starts_with(|c: char| c.is_ascii_uppercase()) =>
+        {
+            (r.to_string(), m.to_string())
+        }
+        _ => ("CreateContainerError".to_string(), reason.to_string()),
+    }
+}
+
 fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
     let grace = Duration::from_secs(
         pod.spec
@@ -268,6 +299,59 @@ fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
 }
 
 impl PodState<'_> {
+    /// The pod's status now, keeping each condition's last transition time.
+    fn status(&mut self, phase: Phase) -> PodStatus {
+        let now = peapod_runtime::log::now_rfc3339_nano();
+        for (kind, value) in crate::status::condition_values(&self.spec, &self.records, true) {
+            let entry = self
+                .conditions
+                .entry(kind.to_string())
+                .or_insert((value, now.clone()));
+            if entry.0 != value {
+                *entry = (value, now.clone());
+            }
+        }
+        let policy = self.spec.restart_policy.as_deref().unwrap_or("Always");
+        let at = Instant::now();
+        let mut backoff = BTreeMap::new();
+        for (name, r) in &self.records {
+            let init = self.is_regular_init(name);
+            let policy = if self.is_sidecar(name) {
+                "Always"
+            } else {
+                policy
+            };
+            if crate::plan::restart_at(policy, r, init).is_some_and(|t| t > at) {
+                let secs = crate::plan::backoff(r.backoff_level).as_secs();
+                let message = format!(
+                    "back-off {secs}s restarting failed container={name} pod={}_{}({})",
+                    self.ctx.name(),
+                    self.ctx.namespace(),
+                    self.ctx.uid()
+                );
+                backoff.insert(name.clone(), message);
+            }
+        }
+        let inputs = crate::status::StatusInputs {
+            phase: Some(phase),
+            pod_ip: self.ctx.pod_ip.clone(),
+            host_ip: "127.0.0.1".into(),
+            start_time: Some(self.start_time.clone()),
+            qos_class: crate::limits::qos_class(&self.ctx.pod).as_str().to_string(),
+            conditions: self.conditions.clone(),
+            backoff,
+        };
+        crate::status::pod_status(&self.spec, &self.records, &inputs)
+    }
+
+    fn is_sidecar(&self, name: &str) -> bool {
+        self.spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name && is_sidecar(c))
+    }
+
     /// Starts (or restarts) the container `name`.
     fn start(&mut self, name: &str) {
         let record = self.records.entry(name.to_string()).or_default();
@@ -282,6 +366,9 @@ impl PodState<'_> {
         record.state = ContainerState::Starting;
         record.started = false;
         record.ready = false;
+        if let Some(previous) = record.detail.terminated.take() {
+            record.detail.last_terminated = Some(previous);
+        }
         instance::spawn(
             self.node.clone(),
             self.ctx.clone(),
@@ -318,6 +405,7 @@ impl PodState<'_> {
                 pid,
                 log_path,
                 stop_signal,
+                image_id,
                 dir,
             } => {
                 self.all_ids.push(id.clone());
@@ -348,6 +436,10 @@ impl PodState<'_> {
                 });
                 if let Some(r) = self.records.get_mut(&name) {
                     r.state = ContainerState::Running { since: now };
+                    r.detail.container_id = Some(format!("peapod://{id}"));
+                    r.detail.image_id = Some(image_id);
+                    r.detail.started_at = Some(peapod_runtime::log::now_rfc3339_nano());
+                    r.detail.create_error = None;
                 }
                 info!(container = %name, pid, "container started");
             }
@@ -359,6 +451,7 @@ impl PodState<'_> {
                         reason: reason.clone(),
                         at: now,
                     };
+                    r.detail.create_error = Some(split_reason(&reason));
                 }
                 info!(container = %name, %reason, "container failed to start");
                 emit(PodEvent::ContainerFailed {
@@ -388,6 +481,8 @@ impl PodState<'_> {
                     };
                     r.started = false;
                     r.ready = false;
+                    r.detail.terminated = Some(exited.clone());
+                    r.detail.started_at = None;
                 }
                 info!(container = %name, exit_code = exited.exit_code, reason = exited.reason(), "container exited");
                 emit(PodEvent::ContainerExited {
