@@ -3,9 +3,15 @@
 
 pub mod defaults;
 pub mod field;
+pub mod http;
 pub mod manifest;
 pub mod names;
+pub mod patch;
+pub mod pki;
+pub mod protobuf;
 pub mod quantity;
+pub mod selector;
+pub mod store;
 pub mod validation;
 
 pub use field::{FieldError, FieldPath};

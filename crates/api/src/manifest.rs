@@ -125,6 +125,23 @@ fn strict<T>(doc: &Value) -> Result<T, FieldError>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
+    let (typed, unknown) = decode_typed(doc)?;
+    match unknown {
+        Some(path) => Err(FieldError {
+            path,
+            kind: FieldErrorKind::Unknown,
+        }),
+        None => Ok(typed),
+    }
+}
+
+/// Decodes `doc` as `T`: a wrong type is an error with its path; the first field `T` does not
+/// know is returned beside the object, for the caller's field validation mode (Strict, Warn,
+/// Ignore) to decide.
+pub fn decode_typed<T>(doc: &Value) -> Result<(T, Option<FieldPath>), FieldError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
     let typed: T = serde_path_to_error::deserialize(doc).map_err(|e| FieldError {
         path: FieldPath::root(&e.path().to_string()),
         kind: FieldErrorKind::WrongType {
@@ -137,13 +154,8 @@ where
             detail: e.to_string(),
         },
     })?;
-    if let Some(path) = first_unknown(doc, &back, FieldPath::default()) {
-        return Err(FieldError {
-            path,
-            kind: FieldErrorKind::Unknown,
-        });
-    }
-    Ok(typed)
+    let unknown = first_unknown(doc, &back, FieldPath::default());
+    Ok((typed, unknown))
 }
 
 /// serde's messages end with " at line 1 column 2" for JSON sources; values have none, but keep

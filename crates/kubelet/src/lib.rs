@@ -3,8 +3,10 @@
 //! to runtime configs.
 
 pub mod context;
+pub mod controller;
 mod instance;
 pub mod limits;
+pub mod logs;
 pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;

@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 mod cli;
+mod daemon;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ struct Args {
 enum Command {
     /// Run the pods of a manifest in the foreground, streaming their logs
     Run(cli::run::RunArgs),
+    /// Serve the Kubernetes API and run the pods it is given (the daemon)
+    Serve(cli::serve::ServeArgs),
+    /// Print the admin kubeconfig of the data root
+    Kubeconfig(cli::serve::KubeconfigArgs),
     /// Manage local images
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
@@ -56,6 +61,11 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Monitor { .. } | Command::Sandbox { .. } => 2,
         Command::Image(cmd) => report(cli::image::run(cmd, &args.root)),
+        Command::Kubeconfig(_) => report(cli::serve::kubeconfig(&args.root)),
+        Command::Serve(serve) => {
+            cli::logging::init();
+            report(cli::serve::run(serve, &args.root))
+        }
         Command::Run(run) => {
             cli::logging::init();
             match cli::run::run(run, &args.root) {

@@ -4,3 +4,4 @@ pub mod image;
 pub mod logging;
 pub mod manifest;
 pub mod run;
+pub mod serve;

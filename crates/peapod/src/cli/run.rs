@@ -1,29 +1,38 @@
-//! `peapod run -f FILE`: the pods of a manifest in the foreground. Every container's log is
-//! streamed prefixed `pod/container | `; the command exits when every pod reached a terminal
-//! phase (non-zero if one failed), or on SIGINT/SIGTERM after deleting the pods gracefully.
+//! `peapod run -f FILE`: the pods of a manifest in the foreground, on an ephemeral daemon
+//! (kubectl works against it meanwhile). Every container's log is streamed prefixed
+//! `pod/container | `; the command exits when every pod reached a terminal phase (non-zero if
+//! one failed), or on SIGINT/SIGTERM after deleting the pods gracefully.
 
 use super::manifest::{check_references, load, Manifest};
+use crate::daemon::Daemon;
 use anyhow::Context;
+use peapod_api::http::admission::{admit_create, FieldValidation};
+use peapod_api::http::objects::delete_object;
+use peapod_api::http::registry::lookup;
+use peapod_api::store::{ObjectKey, Store};
 use peapod_api::{FieldError, FieldPath};
-use peapod_kubelet::{Node, Phase, PodContext, PodEvent, PodWorker};
-use peapod_net::HostPortListener;
+use peapod_kubelet::controller::NodeEvent;
+use peapod_kubelet::{Phase, PodEvent};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::log::parse_line;
-use peapod_runtime::Runtime;
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The manifest: Pods, and the ConfigMaps and Secrets they use (multi-document YAML)
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
+    /// Address the API listens on while the pods run (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
 }
 
 /// How often a log being followed is read for new lines.
@@ -38,52 +47,64 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     let images = ImageStore::open(&root.join("images"))
         .with_context(|| format!("open image store in {}", root.display()))?;
     check_references(&args.file, &manifest, &images)?;
-    let exe = std::env::current_exe().context("find the peapod binary")?;
-    let node = Node {
-        runtime: Runtime::new(root, &exe),
-        images: Arc::new(images),
-        host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    };
+    drop(images);
+    check_host_ports(&args.file, &manifest)?;
+    let state_dir = root.join("run").join(std::process::id().to_string());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start tokio")?;
-    rt.block_on(run_pods(&args.file, node, manifest))
+    let result = rt.block_on(run_pods(root, &state_dir, args.listen, manifest));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    result
 }
 
-async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result<i32> {
-    let host_ports = bind_host_ports(file, &manifest).await?;
+async fn run_pods(
+    root: &Path,
+    state_dir: &Path,
+    listen: SocketAddr,
+    manifest: Manifest,
+) -> anyhow::Result<i32> {
     // Before any pod exists, so an early Ctrl-C still deletes what was made.
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let daemon = Daemon::start(root, state_dir, listen).await?;
+    eprintln!(
+        "peapod: kubectl works meanwhile: export KUBECONFIG={}",
+        daemon.kubeconfig.display()
+    );
+    let mut events = daemon.controller.events.subscribe();
+    let pods = create_objects(&daemon, manifest)?;
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
-    let mut workers: BTreeMap<String, PodWorker> = BTreeMap::new();
-    let mut phases: BTreeMap<String, Phase> = BTreeMap::new();
+    let mut phases: BTreeMap<String, Phase> =
+        pods.iter().map(|k| (k.clone(), Phase::Pending)).collect();
+    let mut remaining: HashSet<String> = pods.iter().cloned().collect();
     let mut log_done: BTreeMap<(String, String, u32), watch::Sender<bool>> = BTreeMap::new();
-    for (mut pod, ports) in manifest.pods.into_iter().zip(host_ports) {
-        pod.metadata.uid = Some(new_uid());
-        let ctx = PodContext::new(pod, manifest.config_maps.clone(), manifest.secrets.clone());
-        let key = format!("{}/{}", ctx.namespace(), ctx.name());
-        phases.insert(key.clone(), Phase::Pending);
-        workers.insert(
-            key,
-            PodWorker::spawn(node.clone(), ctx, ports, events_tx.clone()),
-        );
-    }
-    drop(events_tx);
     let mut deleting = false;
     let mut failed = false;
     let mut stdout = std::io::stdout();
-    loop {
+    let delete_all = |deleting: &mut bool| {
+        if !*deleting {
+            *deleting = true;
+            delete_pods(&daemon, &pods);
+        }
+    };
+    while !remaining.is_empty() {
         tokio::select! {
             Some(line) = lines.recv() => {
                 let _ = stdout.write_all(line.as_bytes());
                 let _ = stdout.flush();
             }
             event = events.recv() => {
-                let Some((key, event)) = event else { break };
+                let NodeEvent { pod: key, event, .. } = match event {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if !phases.contains_key(&key) {
+                    continue;
+                }
                 let short = key.split_once('/').map(|(_, n)| n.to_string()).unwrap_or(key.clone());
                 match event {
                     PodEvent::ContainerStarted { container, restart, log_path } => {
@@ -97,17 +118,17 @@ async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result
                         }
                         eprintln!("pod/{short}: container {container} exited with code {} ({})", exited.exit_code, exited.reason());
                     }
-                    PodEvent::ContainerFailed { container, reason } => {
-                        eprintln!("pod/{short}: container {container} failed to start: {reason}");
-                    }
+                    PodEvent::ContainerFailed { container, reason } => eprintln!("pod/{short}: container {container} failed to start: {reason}"),
                     PodEvent::ContainerReady { container, ready } => {
                         eprintln!("pod/{short}: container {container} {}", if ready { "ready" } else { "not ready" });
                     }
-                    PodEvent::PodReady(ready) => {
-                        eprintln!("pod/{short}: {}", if ready { "Ready" } else { "NotReady" });
-                    }
+                    PodEvent::PodReady(ready) => eprintln!("pod/{short}: {}", if ready { "Ready" } else { "NotReady" }),
                     PodEvent::Event { reason, message } => {
                         eprintln!("pod/{short}: {reason}: {message}");
+                        if reason == "FailedScheduling" {
+                            failed = true;
+                            phases.insert(key.clone(), Phase::Failed);
+                        }
                     }
                     PodEvent::SandboxFailed { reason } => {
                         eprintln!("pod/{short}: sandbox failed: {reason}");
@@ -120,22 +141,20 @@ async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result
                     }
                     PodEvent::Deleted => {
                         eprintln!("pod/{short}: deleted");
-                        workers.remove(&key);
+                        remaining.remove(&key);
                     }
                 }
                 if !deleting && phases.values().all(|p| p.is_terminal()) {
                     failed |= phases.values().any(|p| *p == Phase::Failed);
-                    deleting = true;
-                    workers.values().for_each(PodWorker::delete);
-                }
-                if workers.is_empty() {
-                    break;
+                    delete_all(&mut deleting);
+                    remove_unstarted(&daemon.api.store, &pods, &mut remaining);
                 }
             }
-            _ = sigint.recv() => { deleting = true; workers.values().for_each(PodWorker::delete); }
-            _ = sigterm.recv() => { deleting = true; workers.values().for_each(PodWorker::delete); }
+            _ = sigint.recv() => { delete_all(&mut deleting); remove_unstarted(&daemon.api.store, &pods, &mut remaining); }
+            _ = sigterm.recv() => { delete_all(&mut deleting); remove_unstarted(&daemon.api.store, &pods, &mut remaining); }
         }
     }
+    daemon.stop_serving();
     for done in log_done.into_values() {
         let _ = done.send(true);
     }
@@ -147,15 +166,109 @@ async fn run_pods(file: &Path, node: Node, manifest: Manifest) -> anyhow::Result
     Ok(if failed { 1 } else { 0 })
 }
 
-/// Binds every hostPort before anything is created, so a taken port is a clear error.
-async fn bind_host_ports(
-    file: &Path,
-    manifest: &Manifest,
-) -> anyhow::Result<Vec<Vec<HostPortListener>>> {
-    let mut all = Vec::new();
+/// Pods that never got a worker (their host ports were taken) are simply gone once deleted.
+fn remove_unstarted(store: &Store, pods: &[String], remaining: &mut HashSet<String>) {
+    for key in pods {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let k = ObjectKey {
+            resource: "pods".into(),
+            namespace: Some(ns.into()),
+            name: name.into(),
+        };
+        if matches!(store.get(&k), Ok(None)) {
+            remaining.remove(key);
+        }
+    }
+}
+
+/// Creates the manifest's namespaces (when missing), ConfigMaps, Secrets and Pods; returns the
+/// pods as `namespace/name`.
+fn create_objects(daemon: &Daemon, manifest: Manifest) -> anyhow::Result<Vec<String>> {
+    let store = &daemon.api.store;
+    let mut objects: Vec<(&str, Value)> = Vec::new();
+    for cm in manifest.config_maps {
+        objects.push(("configmaps", serde_json::to_value(cm)?));
+    }
+    for s in manifest.secrets {
+        objects.push(("secrets", serde_json::to_value(s)?));
+    }
+    for p in manifest.pods {
+        objects.push(("pods", serde_json::to_value(p)?));
+    }
+    let mut pods = Vec::new();
+    for (plural, object) in objects {
+        let resource = lookup("", "v1", plural).context("resource registry")?;
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let ns_key = ObjectKey {
+            resource: "namespaces".into(),
+            namespace: None,
+            name: ns.clone(),
+        };
+        if store.get(&ns_key)?.is_none() {
+            let ns_resource = lookup("", "v1", "namespaces").context("resource registry")?;
+            let admitted = admit_create(
+                ns_resource,
+                None,
+                serde_json::json!({"metadata": {"name": ns}}),
+                FieldValidation::Strict,
+                &daemon.api.node_name,
+            )
+            .map_err(|e| anyhow::anyhow!("{}", e.status()["message"]))?;
+            store.create(&ns_key, admitted.object)?;
+        }
+        let admitted = admit_create(
+            resource,
+            Some(&ns),
+            object,
+            FieldValidation::Strict,
+            &daemon.api.node_name,
+        )
+        .map_err(|e| anyhow::anyhow!("{}", e.status()["message"]))?;
+        let name = admitted.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let key = ObjectKey {
+            resource: plural.into(),
+            namespace: Some(ns.clone()),
+            name: name.clone(),
+        };
+        store
+            .create(&key, admitted.object)
+            .with_context(|| format!("create {plural} {ns}/{name}"))?;
+        if plural == "pods" {
+            pods.push(format!("{ns}/{name}"));
+        }
+    }
+    Ok(pods)
+}
+
+/// Deletes the pods gracefully, as `kubectl delete` would.
+fn delete_pods(daemon: &Daemon, pods: &[String]) {
+    let Some(resource) = lookup("", "v1", "pods") else {
+        return;
+    };
+    for key in pods {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let k = ObjectKey {
+            resource: "pods".into(),
+            namespace: Some(ns.into()),
+            name: name.into(),
+        };
+        if let Ok(Some(object)) = daemon.api.store.get(&k) {
+            let _ = delete_object(&daemon.api, resource, &k, object, None, None);
+        }
+    }
+}
+
+/// Checks that every hostPort is free before anything is created, so a taken port is one clear
+/// error line.
+fn check_host_ports(file: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for pod in &manifest.pods {
-        let mut listeners = Vec::new();
         let name = pod.metadata.name.as_deref().unwrap_or("");
         for (i, c) in pod
             .spec
@@ -170,33 +283,29 @@ async fn bind_host_ports(
                 if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
                     continue;
                 }
-                match HostPortListener::bind(
-                    p.host_ip.as_deref(),
-                    host_port as u16,
-                    p.container_port as u16,
-                )
-                .await
-                {
-                    Ok(l) => listeners.push(l),
-                    Err(e) => {
-                        let path = FieldPath::root("spec")
-                            .child("containers")
-                            .index(i)
-                            .child("ports")
-                            .index(j)
-                            .child("hostPort");
-                        let err = FieldError::invalid(path, host_port, e);
-                        problems.push(format!("{}: Pod {name:?}: {err}", file.display()));
-                    }
+                let ip = p.host_ip.as_deref().unwrap_or("0.0.0.0");
+                if let Err(e) = std::net::TcpListener::bind((ip, host_port as u16)) {
+                    let path = FieldPath::root("spec")
+                        .child("containers")
+                        .index(i)
+                        .child("ports")
+                        .index(j)
+                        .child("hostPort");
+                    let detail = if e.kind() == std::io::ErrorKind::AddrInUse {
+                        format!("host port {ip}:{host_port} is already in use")
+                    } else {
+                        format!("listen on {ip}:{host_port}: {e}")
+                    };
+                    let err = FieldError::invalid(path, host_port, detail);
+                    problems.push(format!("{}: Pod {name:?}: {err}", file.display()));
                 }
             }
         }
-        all.push(listeners);
     }
     if !problems.is_empty() {
         return Err(super::manifest::ManifestProblems(problems).into());
     }
-    Ok(all)
+    Ok(())
 }
 
 /// Follows a CRI log file, sending each line prefixed, until `done` and the file is drained.
@@ -242,17 +351,4 @@ async fn follow_log(
             _ = done.changed() => {}
         }
     }
-}
-
-/// A random UID in the 8-4-4-4-12 form Kubernetes uses.
-fn new_uid() -> String {
-    let hex = peapod_runtime::ContainerId::random().to_string();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }

@@ -834,3 +834,43 @@ fn read_lines(
         output.more.notify_all();
     })
 }
+
+impl RunningPod {
+    /// Every line printed so far, both streams, in the order they were read.
+    pub fn output(&self) -> Vec<(Stream, String)> {
+        self.output.lock().lines.clone()
+    }
+
+    /// Waits until `n` lines (of either stream) satisfy `pred`; returns the `n`th. Fails the
+    /// test with the whole output when `deadline` passes or `peapod run` closed both streams.
+    pub fn wait_for_nth_line(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        n: usize,
+        deadline: Instant,
+    ) -> String {
+        assert!(n >= 1, "lines are counted from 1");
+        let mut lines = self.output.lock();
+        loop {
+            if let Some((_, line)) = lines.lines.iter().filter(|(_, l)| pred(l)).nth(n - 1) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || lines.closed == 2 {
+                drop(lines);
+                let why = if now >= deadline {
+                    "timed out"
+                } else {
+                    "peapod run closed its output"
+                };
+                panic!("{why} waiting for line number {n}\n{}", self.transcript());
+            }
+            lines = self
+                .output
+                .more
+                .wait_timeout(lines, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The node controller: runs a pod worker for every pod the store assigns to this node,
+//! writes each worker's status back to the pod's status, records the kubelet's events, and
+//! finishes graceful deletion (a pod with `deletionTimestamp` is stopped, then removed).
+
+use crate::context::PodContext;
+use crate::logs::RunningInstances;
+use crate::worker::{Node, PodEvent, PodWorker};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use peapod_api::store::{EventKind, Filter, ListOptions, ObjectKey, Store, StoreError};
+use peapod_net::HostPortListener;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+/// A pod event with the pod it concerns (`namespace/name`) and its uid.
+#[derive(Debug, Clone)]
+pub struct NodeEvent {
+    pub pod: String,
+    pub uid: String,
+    pub event: PodEvent,
+}
+
+/// The controller's handle: its event feed (for `peapod run`'s log streaming).
+#[derive(Debug, Clone)]
+pub struct NodeController {
+    pub events: broadcast::Sender<NodeEvent>,
+    pub running: RunningInstances,
+}
+
+struct Running {
+    worker: PodWorker,
+    key: ObjectKey,
+    deleting: bool,
+}
+
+fn pod_key(o: &Value) -> ObjectKey {
+    ObjectKey {
+        resource: "pods".into(),
+        namespace: o["metadata"]["namespace"].as_str().map(str::to_string),
+        name: o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+    }
+}
+
+impl NodeController {
+    pub fn new() -> NodeController {
+        let (events, _) = broadcast::channel(4096);
+        NodeController {
+            events,
+            running: RunningInstances::default(),
+        }
+    }
+
+    /// Runs until the store's watch ends.
+    pub async fn run(self, store: Store, node: Node, node_name: String) {
+        let selector = format!("spec.nodeName={node_name}");
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, PodEvent)>();
+        let mut pods: HashMap<String, Running> = HashMap::new();
+        let mut watch = match store.watch(
+            "pods",
+            None,
+            0,
+            Filter::parse(None, Some(&selector)).unwrap_or_default(),
+        ) {
+            Ok(w) => w,
+            Err(error) => {
+                warn!(%error, "cannot watch pods");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                event = watch.next() => {
+                    let Some(event) = event else {
+                        // Re-watch from now (the store ended a lagging watcher).
+                        match store.watch("pods", None, 0, Filter::parse(None, Some(&selector)).unwrap_or_default()) {
+                            Ok(w) => { watch = w; continue; }
+                            Err(_) => return,
+                        }
+                    };
+                    self.on_pod(&store, &node, &tx, &mut pods, event.kind, event.object).await;
+                }
+                Some((uid, event)) = rx.recv() => {
+                    self.on_worker(&store, &mut pods, uid, event);
+                }
+            }
+        }
+    }
+
+    async fn on_pod(
+        &self,
+        store: &Store,
+        node: &Node,
+        tx: &mpsc::UnboundedSender<(String, PodEvent)>,
+        pods: &mut HashMap<String, Running>,
+        kind: EventKind,
+        object: Value,
+    ) {
+        let uid = object["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let deleting = kind == EventKind::Deleted
+            || object["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|d| !d.is_null());
+        if let Some(running) = pods.get_mut(&uid) {
+            if deleting && !running.deleting {
+                info!(pod = %running.key.name, "deleting pod");
+                running.deleting = true;
+                running.worker.delete();
+            }
+            return;
+        }
+        if deleting {
+            if kind != EventKind::Deleted {
+                let _ = store.delete(&pod_key(&object), None);
+            }
+            return;
+        }
+        let phase = object["status"]["phase"].as_str().unwrap_or("Pending");
+        if phase == "Succeeded" || phase == "Failed" {
+            return;
+        }
+        let pod: Pod = match serde_json::from_value(object.clone()) {
+            Ok(p) => p,
+            Err(error) => {
+                warn!(%error, "pod does not decode");
+                return;
+            }
+        };
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let config_maps: Vec<ConfigMap> = list_typed(store, "configmaps", &ns);
+        let secrets: Vec<Secret> = list_typed(store, "secrets", &ns);
+        let key = pod_key(&object);
+        let host_ports = match bind_host_ports(&pod).await {
+            Ok(l) => l,
+            Err(message) => {
+                warn!(pod = %key.name, %message, "host ports taken");
+                let event = PodEvent::Event { reason: "FailedScheduling", message: format!("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports: {message}") };
+                record_event(store, &key, &uid, &event);
+                let pod_name =
+                    format!("{}/{}", key.namespace.clone().unwrap_or_default(), key.name);
+                let _ = self.events.send(NodeEvent {
+                    pod: pod_name,
+                    uid,
+                    event,
+                });
+                return;
+            }
+        };
+        let ctx = PodContext::new(pod, config_maps, secrets);
+        let forward = tx.clone();
+        let uid_for_events = uid.clone();
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((_, e)) = events_rx.recv().await {
+                if forward.send((uid_for_events.clone(), e)).is_err() {
+                    return;
+                }
+            }
+        });
+        let worker = PodWorker::spawn(node.clone(), ctx, host_ports, events_tx);
+        spawn_status_writer(
+            store.clone(),
+            key.clone(),
+            uid.clone(),
+            worker.status.clone(),
+        );
+        pods.insert(
+            uid,
+            Running {
+                worker,
+                key,
+                deleting: false,
+            },
+        );
+    }
+
+    fn on_worker(
+        &self,
+        store: &Store,
+        pods: &mut HashMap<String, Running>,
+        uid: String,
+        event: PodEvent,
+    ) {
+        let Some(running) = pods.get(&uid) else {
+            return;
+        };
+        let key = running.key.clone();
+        match &event {
+            PodEvent::ContainerStarted {
+                container, restart, ..
+            } => self.running.started(&uid, container, *restart),
+            PodEvent::ContainerExited {
+                container, restart, ..
+            } => self.running.exited(&uid, container, *restart),
+            PodEvent::Deleted => {
+                pods.remove(&uid);
+                if let Ok(Some(o)) = store.get(&key) {
+                    if o["metadata"]["uid"].as_str() == Some(uid.as_str()) {
+                        let _ = store.delete(&key, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+        record_event(store, &key, &uid, &event);
+        let pod = format!("{}/{}", key.namespace.clone().unwrap_or_default(), key.name);
+        let _ = self.events.send(NodeEvent { pod, uid, event });
+    }
+}
+
+impl Default for NodeController {
+    fn default() -> Self {
+        NodeController::new()
+    }
+}
+
+/// Binds every TCP hostPort of the pod (UDP host ports are not relayed yet).
+async fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPortListener>, String> {
+    let mut out = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        for p in c.ports.iter().flatten() {
+            let Some(host_port) = p.host_port.filter(|hp| *hp > 0) else {
+                continue;
+            };
+            if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+                continue;
+            }
+            let listener = HostPortListener::bind(
+                p.host_ip.as_deref(),
+                host_port as u16,
+                p.container_port as u16,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            out.push(listener);
+        }
+    }
+    Ok(out)
+}
+
+fn list_typed<T: serde::de::DeserializeOwned>(store: &Store, resource: &str, ns: &str) -> Vec<T> {
+    store
+        .list(resource, Some(ns), &ListOptions::default())
+        .map(|r| {
+            r.items
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Copies each new status of a worker into the pod object (same uid only).
+fn spawn_status_writer(
+    store: Store,
+    key: ObjectKey,
+    uid: String,
+    mut status: tokio::sync::watch::Receiver<k8s_openapi::api::core::v1::PodStatus>,
+) {
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let value = match serde_json::to_value(&*status.borrow_and_update()) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let result = store.update_with(&key, |o| {
+                if o["metadata"]["uid"].as_str() != Some(uid.as_str()) {
+                    return Err(StoreError::NotFound { key: key.clone() });
+                }
+                o["status"] = value.clone();
+                Ok(())
+            });
+            if let Err(StoreError::NotFound { .. }) = result {
+                return;
+            }
+        }
+    });
+}
+
+/// The kubelet's events (<https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/>).
+fn record_event(store: &Store, key: &ObjectKey, uid: &str, event: &PodEvent) {
+    let (type_, reason, message, field) = match event {
+        PodEvent::ContainerStarted { container, .. } => (
+            "Normal",
+            "Started",
+            format!("Started container {container}"),
+            Some(container),
+        ),
+        PodEvent::ContainerFailed { container, reason } => (
+            "Warning",
+            "Failed",
+            format!("Error: {reason}"),
+            Some(container),
+        ),
+        PodEvent::ContainerExited { .. } => return,
+        PodEvent::Event { reason, message } => {
+            let kind = if *reason == "Killing" {
+                "Normal"
+            } else {
+                "Warning"
+            };
+            (kind, *reason, message.clone(), None)
+        }
+        PodEvent::SandboxFailed { reason } => {
+            ("Warning", "FailedCreatePodSandBox", reason.clone(), None)
+        }
+        PodEvent::Phase(_)
+        | PodEvent::ContainerReady { .. }
+        | PodEvent::PodReady(_)
+        | PodEvent::Deleted => return,
+    };
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ns = key.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = format!(
+        "{}.{:x}",
+        key.name,
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
+    let mut involved =
+        json!({"kind": "Pod", "namespace": ns, "name": key.name, "uid": uid, "apiVersion": "v1"});
+    if let Some(c) = field {
+        involved["fieldPath"] = json!(format!("spec.containers{{{c}}}"));
+    }
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": "kubelet", "host": "peapod"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": "kubelet",
+        "reportingInstance": "peapod",
+    });
+    let ekey = ObjectKey {
+        resource: "events".into(),
+        namespace: Some(ns),
+        name,
+    };
+    let _ = store.create(&ekey, object);
+}

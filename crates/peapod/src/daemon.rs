@@ -1,0 +1,167 @@
+//! The daemon machinery shared by `peapod serve` and `peapod run`: the store, the API server
+//! (TLS, client certificates), the node controller, and the objects every cluster has.
+
+use anyhow::Context;
+use peapod_api::http::{router, serve::serve, ApiState};
+use peapod_api::pki::Pki;
+use peapod_api::store::{ObjectKey, Store, StoreError};
+use peapod_kubelet::controller::NodeController;
+use peapod_kubelet::logs::NodeLogs;
+use peapod_kubelet::Node;
+use peapod_runtime::image::ImageStore;
+use peapod_runtime::Runtime;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A running daemon.
+pub struct Daemon {
+    pub api: Arc<ApiState>,
+    pub controller: NodeController,
+    pub address: SocketAddr,
+    pub kubeconfig: PathBuf,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Daemon {
+    /// Opens everything under `root` and starts serving on `listen`. The object store and the
+    /// kubeconfig live in `state_dir` (the root itself for `serve`, a directory of its own for
+    /// each `peapod run`).
+    pub async fn start(
+        root: &Path,
+        state_dir: &Path,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Daemon> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("create {}", state_dir.display()))?;
+        let store = Store::open(&state_dir.join("state.redb"))
+            .with_context(|| format!("open the object store in {}", state_dir.display()))?;
+        let node_name = node_name();
+        bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
+        let pki = Pki::load_or_create(&root.join("pki"), &[])
+            .context("load or create the certificates")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let address = listener
+            .local_addr()
+            .context("read the listening address")?;
+        let url = format!("https://{address}");
+        let kubeconfig = state_dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, pki.kubeconfig(&url))
+            .with_context(|| format!("write {}", kubeconfig.display()))?;
+        let exe = std::env::current_exe().context("find the peapod binary")?;
+        let images = ImageStore::open(&root.join("images"))
+            .with_context(|| format!("open image store in {}", root.display()))?;
+        let node = Node {
+            runtime: Runtime::new(root, &exe),
+            images: Arc::new(images),
+            host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        let controller = NodeController::new();
+        let logs = NodeLogs {
+            pods_root: node.pods_root(),
+            running: controller.running.clone(),
+        };
+        let api = Arc::new(ApiState {
+            store: store.clone(),
+            node: Arc::new(logs),
+            node_name: node_name.clone(),
+            server_address: address.to_string(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tls = pki.server_config().context("build the TLS configuration")?;
+        tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
+        tokio::spawn(controller.clone().run(store, node, node_name));
+        Ok(Daemon {
+            api,
+            controller,
+            address,
+            kubeconfig,
+            shutdown,
+        })
+    }
+
+    pub fn stop_serving(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// This machine's name, as the node's.
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "peapod".into())
+}
+
+/// The namespaces every cluster has, a `default` service account in each, and the node.
+fn bootstrap(store: &Store, node_name: &str) -> Result<(), StoreError> {
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let key = ObjectKey {
+            resource: "namespaces".into(),
+            namespace: None,
+            name: ns.into(),
+        };
+        if store.get(&key)?.is_none() {
+            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            store.create(&key, object)?;
+        }
+        let sa = ObjectKey {
+            resource: "serviceaccounts".into(),
+            namespace: Some(ns.into()),
+            name: "default".into(),
+        };
+        if store.get(&sa)?.is_none() {
+            store.create(&sa, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}))?;
+        }
+    }
+    let key = ObjectKey {
+        resource: "nodes".into(),
+        namespace: None,
+        name: node_name.into(),
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let capacity =
+        json!({"cpu": cpus.to_string(), "memory": format!("{memory_kib}Ki"), "pods": "110"});
+    let node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node_name, "labels": {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+        "spec": {},
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "peapod is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node_name}],
+            "nodeInfo": {"kubeletVersion": format!("v1.{}.0-peapod", peapod_api::http::discovery::MINOR), "containerRuntimeVersion": "peapod://0.1.0", "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "", "osImage": "", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}
+        }
+    });
+    match store.get(&key)? {
+        None => {
+            store.create(&key, node)?;
+        }
+        Some(_) => {
+            store.update_with(&key, |o| {
+                o["status"] = node["status"].clone();
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
