@@ -191,13 +191,22 @@ impl NodeController {
         let key = running.key.clone();
         match &event {
             PodEvent::ContainerStarted {
-                container, restart, ..
-            } => self.running.started(&uid, container, *restart),
+                container,
+                restart,
+                dir,
+                ..
+            } => self.running.started(&uid, container, *restart, dir),
             PodEvent::ContainerExited {
                 container, restart, ..
             } => self.running.exited(&uid, container, *restart),
             PodEvent::Deleted => {
-                pods.remove(&uid);
+                let asked = pods.remove(&uid).is_some_and(|r| r.deleting);
+                // A worker that ended on its own (its sandbox failed) leaves the pod in place,
+                // with its events, as the kubelet leaves a pod it cannot run.
+                if !asked {
+                    record_event(store, &key, &uid, &event);
+                    return;
+                }
                 if let Ok(Some(o)) = store.get(&key) {
                     if o["metadata"]["uid"].as_str() == Some(uid.as_str()) {
                         let _ = store.delete(&key, None);

@@ -157,6 +157,34 @@ pub(crate) fn spawn(
     });
 }
 
+/// How often the exit record of an adopted instance is looked for.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// Reports the exit of an instance whose monitor an earlier daemon started (not our child, so
+/// its exit is seen when its record appears).
+pub(crate) fn watch_adopted_exit(
+    node: Node,
+    name: String,
+    id: ContainerId,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    tokio::spawn(async move {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let rt = node.runtime.clone();
+            let rid = id.clone();
+            if let Ok(Ok(Some(exited))) = tokio::task::spawn_blocking(move || rt.exited(&rid)).await
+            {
+                let _ = tx.send(Msg::Exited { name, id, exited });
+                return;
+            }
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+    });
+}
+
 /// While an instance runs: its postStart hook, then its probes (app containers and sidecars
 /// only). Aborted when the instance exits.
 pub(crate) fn watch_running(

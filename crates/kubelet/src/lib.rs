@@ -2,6 +2,7 @@
 //! planner (`plan`), acting through the runtime; `translate` is the only bridge from Pod specs
 //! to runtime configs.
 
+mod adopt;
 pub mod context;
 pub mod controller;
 mod instance;

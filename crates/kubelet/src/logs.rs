@@ -16,19 +16,22 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// Which container instances are running, so a followed log knows when to end.
 #[derive(Debug, Default, Clone)]
 pub struct RunningInstances {
-    inner: Arc<Mutex<HashMap<(String, String), u32>>>,
+    inner: Arc<Mutex<HashMap<(String, String), (u32, PathBuf)>>>,
 }
 
 impl RunningInstances {
-    pub fn started(&self, uid: &str, container: &str, restart: u32) {
+    pub fn started(&self, uid: &str, container: &str, restart: u32, dir: &Path) {
         if let Ok(mut m) = self.inner.lock() {
-            m.insert((uid.to_string(), container.to_string()), restart);
+            m.insert(
+                (uid.to_string(), container.to_string()),
+                (restart, dir.to_path_buf()),
+            );
         }
     }
     pub fn exited(&self, uid: &str, container: &str, restart: u32) {
         if let Ok(mut m) = self.inner.lock() {
             let key = (uid.to_string(), container.to_string());
-            if m.get(&key) == Some(&restart) {
+            if m.get(&key).is_some_and(|(r, _)| *r == restart) {
                 m.remove(&key);
             }
         }
@@ -36,8 +39,20 @@ impl RunningInstances {
     fn running(&self, uid: &str, container: &str, restart: u32) -> bool {
         self.inner
             .lock()
-            .map(|m| m.get(&(uid.to_string(), container.to_string())) == Some(&restart))
+            .map(|m| {
+                m.get(&(uid.to_string(), container.to_string()))
+                    .is_some_and(|(r, _)| *r == restart)
+            })
             .unwrap_or(false)
+    }
+
+    /// The directory of the container's running instance.
+    pub fn dir(&self, uid: &str, container: &str) -> Option<PathBuf> {
+        self.inner
+            .lock()
+            .ok()?
+            .get(&(uid.to_string(), container.to_string()))
+            .map(|(_, d)| d.clone())
     }
 }
 
@@ -46,6 +61,8 @@ impl RunningInstances {
 pub struct NodeLogs {
     pub pods_root: PathBuf,
     pub running: RunningInstances,
+    /// The peapod binary, for the `__exec` helper.
+    pub exe: PathBuf,
 }
 
 /// The instances' log files of a container, by restart number, oldest first.
@@ -101,6 +118,28 @@ impl Formatter {
 }
 
 impl NodeBackend for NodeLogs {
+    fn exec_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<std::process::Command, ApiError> {
+        let dir = self.running.dir(uid, container).ok_or_else(|| {
+            ApiError::bad_request(format!("container {container} is not running in pod {pod}"))
+        })?;
+        let id = dir
+            .file_name()
+            .and_then(|n| peapod_runtime::ContainerId::parse(&n.to_string_lossy()))
+            .ok_or_else(|| ApiError::internal("bad container directory"))?;
+        let container_dir = peapod_runtime::container::ContainerDir { id, path: dir };
+        Ok(peapod_runtime::exec::command(
+            &self.exe,
+            &container_dir,
+            command,
+        ))
+    }
+
     fn logs(&self, req: LogRequest) -> Result<LogStream, ApiError> {
         let dir = self
             .pods_root

@@ -49,6 +49,8 @@ pub enum PodEvent {
         container: String,
         restart: u32,
         log_path: PathBuf,
+        /// The instance's directory under `<root>/containers/` (for exec).
+        dir: PathBuf,
     },
     ContainerExited {
         container: String,
@@ -194,7 +196,12 @@ async fn run(
 ) {
     let start_time = peapod_runtime::log::now_rfc3339_nano();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
-    if let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await {
+    // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
+    let adopting =
+        pod_dir.config().exists() && peapod_sys::mount::is_mount_point(&pod_dir.sandbox_ref().net);
+    if adopting {
+        info!("re-adopting pod sandbox");
+    } else if let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await {
         info!(%reason, "pod sandbox failed");
         emit(PodEvent::SandboxFailed { reason });
         remove_sandbox(&node, &pod_dir).await;
@@ -224,6 +231,9 @@ async fn run(
         conditions: BTreeMap::new(),
         start_time,
     };
+    if adopting {
+        pod.adopt(crate::adopt::find_instances(&node.runtime, &pod_dir));
+    }
     let mut phase = None;
     let mut stopping = HashSet::new();
     loop {
@@ -299,6 +309,70 @@ fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
 }
 
 impl PodState<'_> {
+    /// Takes over the instances an earlier daemon started: the newest of each container is
+    /// current (its exit is noticed by polling its record, the monitor not being our child),
+    /// older ones are only removed with the pod.
+    fn adopt(&mut self, found: BTreeMap<String, Vec<crate::adopt::FoundInstance>>) {
+        let now = Instant::now();
+        for (name, mut instances) in found {
+            let Some(newest) = instances.pop() else {
+                continue;
+            };
+            self.all_ids.extend(instances.into_iter().map(|i| i.dir.id));
+            self.all_ids.push(newest.dir.id.clone());
+            let record = self.records.entry(name.clone()).or_default();
+            record.restart_count = newest.restart;
+            record.detail.container_id = Some(format!("peapod://{}", newest.dir.id));
+            match newest.state {
+                crate::adopt::FoundState::Exited(exited) => {
+                    record.state = ContainerState::Exited {
+                        exit_code: exited.exit_code,
+                        started: now,
+                        finished: now,
+                    };
+                    record.detail.terminated = Some(exited);
+                }
+                crate::adopt::FoundState::Running { pid } => {
+                    info!(container = %name, pid, "re-adopted running container");
+                    record.state = ContainerState::Running { since: now };
+                    record.started = true;
+                    record.ready = true;
+                    let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
+                    let regular_init = self.is_regular_init(&name);
+                    let watcher = instance::watch_running(
+                        &self.ctx,
+                        &name,
+                        &newest.dir.id,
+                        target.clone(),
+                        self.tx.clone(),
+                        regular_init,
+                    );
+                    instance::watch_adopted_exit(
+                        self.node.clone(),
+                        name.clone(),
+                        newest.dir.id.clone(),
+                        self.tx.clone(),
+                    );
+                    (self.emit)(PodEvent::ContainerStarted {
+                        container: name.clone(),
+                        restart: newest.restart,
+                        log_path: self.pod_dir.log(&name, newest.restart),
+                        dir: newest.dir.path.clone(),
+                    });
+                    let instance = Instance {
+                        id: Some(newest.dir.id.clone()),
+                        pid: Some(pid),
+                        restart: newest.restart,
+                        stop_signal: Signal::SIGTERM,
+                        target: Some(target),
+                        watcher: Some(watcher),
+                    };
+                    self.current.insert(name.clone(), instance);
+                }
+            }
+        }
+    }
+
     /// The pod's status now, keeping each condition's last transition time.
     fn status(&mut self, phase: Phase) -> PodStatus {
         let now = peapod_runtime::log::now_rfc3339_nano();
@@ -433,6 +507,7 @@ impl PodState<'_> {
                     container: name.clone(),
                     restart,
                     log_path,
+                    dir: dir.path.clone(),
                 });
                 if let Some(r) = self.records.get_mut(&name) {
                     r.state = ContainerState::Running { since: now };

@@ -64,6 +64,7 @@ impl Daemon {
         let logs = NodeLogs {
             pods_root: node.pods_root(),
             running: controller.running.clone(),
+            exe: exe.clone(),
         };
         let api = Arc::new(ApiState {
             store: store.clone(),

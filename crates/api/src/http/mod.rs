@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod discovery;
 pub mod error;
+pub mod exec;
 pub mod logs;
 pub mod objects;
 pub mod registry;
@@ -23,6 +24,16 @@ use std::sync::Arc;
 
 /// What the node (kubelet) offers the API: container logs.
 pub trait NodeBackend: Send + Sync + 'static {
+    /// The command that runs `command` inside the running container (`kubectl exec`); its stdio
+    /// is the caller's to set.
+    fn exec_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<std::process::Command, ApiError>;
+
     /// The log of a container of a pod, already in the plain form `kubectl logs` prints.
     fn logs(&self, request: logs::LogRequest) -> Result<logs::LogStream, ApiError>;
 }

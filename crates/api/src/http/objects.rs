@@ -104,9 +104,14 @@ pub async fn dispatch(
         }
         (&Method::DELETE, Some(name), None) => delete(state, &target, name, &params, req).await,
         (&Method::DELETE, None, None) => delete_collection(state, &target, &params),
-        (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward"))) => Err(
-            ApiError::bad_request(format!("pods/{sub} is not supported by this peapod yet")),
-        ),
+        (&Method::GET | &Method::POST, Some(name), Some("exec"))
+            if target.resource.kind == "Pod" =>
+        {
+            super::exec::exec(state, &target, name, req).await
+        }
+        (_, Some(_), Some(sub @ ("attach" | "portforward"))) => Err(ApiError::bad_request(
+            format!("pods/{sub} is not supported by this peapod yet"),
+        )),
         _ => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
         }),

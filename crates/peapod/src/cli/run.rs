@@ -107,7 +107,7 @@ async fn run_pods(
                 }
                 let short = key.split_once('/').map(|(_, n)| n.to_string()).unwrap_or(key.clone());
                 match event {
-                    PodEvent::ContainerStarted { container, restart, log_path } => {
+                    PodEvent::ContainerStarted { container, restart, log_path, .. } => {
                         let (done_tx, done_rx) = watch::channel(false);
                         log_done.insert((key.clone(), container.clone(), restart), done_tx);
                         tokio::spawn(follow_log(log_path, format!("{short}/{container} | "), done_rx, lines_tx.clone()));
