@@ -150,7 +150,10 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
     } else {
         Stdio::null()
     })
-    .stderr(if opts.stderr || opts.tty { Stdio::piped() } else { Stdio::null() })
+    .stderr(if opts.stderr || opts.tty {
+        Stdio::piped()
+    } else {
+        Stdio::null()
     })
     .kill_on_drop(true);
     let mut child = match cmd.spawn() {
