@@ -16,8 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// Which container instances are running, so a followed log knows when to end.
 #[derive(Debug, Default, Clone)]
 pub struct RunningInstances {
-    inner: Arc<Mutex<HashMap<(String, String), (u32, PathBuf)>>>,
+    inner: Arc<Mutex<HashMap<InstanceKey, (u32, PathBuf)>>>,
 }
+
+/// (pod uid, container name).
+type InstanceKey = (String, String);
 
 impl RunningInstances {
     pub fn started(&self, uid: &str, container: &str, restart: u32, dir: &Path) {
