@@ -121,8 +121,14 @@ impl Formatter {
 }
 
 impl NodeBackend for NodeLogs {
-    fn dial(&self, uid: &str, port: u16) -> futures_util::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
-        let netns = peapod_runtime::sandbox::SandboxDir::new(self.pods_root.join(uid)).sandbox_ref().net;
+    fn dial(
+        &self,
+        uid: &str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
+        let netns = peapod_runtime::sandbox::SandboxDir::new(self.pods_root.join(uid))
+            .sandbox_ref()
+            .net;
         Box::pin(peapod_net::hostport::dial_in_netns(netns, port))
     }
 

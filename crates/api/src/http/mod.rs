@@ -34,6 +34,13 @@ pub trait NodeBackend: Send + Sync + 'static {
         command: &[String],
     ) -> Result<std::process::Command, ApiError>;
 
+    /// A TCP connection to `localhost:port` inside the pod's network namespace (port-forward).
+    fn dial(
+        &self,
+        uid: &str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>;
+
     /// The log of a container of a pod, already in the plain form `kubectl logs` prints.
     fn logs(&self, request: logs::LogRequest) -> Result<logs::LogStream, ApiError>;
 }
