@@ -310,8 +310,11 @@ mod tests {
 
     #[test]
     fn budgets_cut_on_char_boundaries() {
-        let mut budget = 4;
-        assert_eq!(take_budget("héllo".into(), &mut budget), "hé");
+        let mut budget = 2;
+        assert_eq!(take_budget("héllo".into(), &mut budget), "h");
         assert_eq!(budget, 1);
+        let mut budget = 4;
+        assert_eq!(take_budget("héllo".into(), &mut budget), "hél");
+        assert_eq!(budget, 0);
     }
 }

@@ -61,6 +61,8 @@ pub struct ContainerDetail {
     pub started_at: Option<String>,
     /// How the current instance ended, while it is not restarted.
     pub terminated: Option<peapod_runtime::Exited>,
+    /// Its termination message (terminationMessagePath, or the log's tail on error).
+    pub terminated_message: Option<String>,
     /// How the previous instance ended (`lastState.terminated`).
     pub last_terminated: Option<peapod_runtime::Exited>,
     /// Why it could not be created: (reason, message).

@@ -32,6 +32,7 @@ fn time(s: &str) -> Option<Time> {
 fn terminated(
     e: &peapod_runtime::Exited,
     container_id: &Option<String>,
+    message: Option<String>,
 ) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: e.exit_code,
@@ -40,7 +41,7 @@ fn terminated(
         started_at: time(&e.started_at),
         finished_at: time(&e.finished_at),
         container_id: container_id.clone(),
-        message: None,
+        message,
     }
 }
 
@@ -84,14 +85,14 @@ pub fn container_status(
         ContainerState::Exited { .. } => match (backoff, &d.terminated) {
             (Some(message), _) => waiting("CrashLoopBackOff", Some(message.clone())),
             (None, Some(e)) => K8sState {
-                terminated: Some(terminated(e, &d.container_id)),
+                terminated: Some(terminated(e, &d.container_id, d.terminated_message.clone())),
                 ..Default::default()
             },
             (None, None) => waiting("ContainerCreating", None),
         },
     };
     let last_state = d.last_terminated.as_ref().map(|e| K8sState {
-        terminated: Some(terminated(e, &None)),
+        terminated: Some(terminated(e, &None, None)),
         ..Default::default()
     });
     let running = matches!(r.state, ContainerState::Running { .. });

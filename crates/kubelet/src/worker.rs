@@ -283,6 +283,33 @@ async fn run(
     info!("pod deleted");
 }
 
+/// The termination message the kubelet reports: the file at terminationMessagePath (at most
+/// 4 KiB), or with `FallbackToLogsOnError` and a failed container the last 80 lines (2 KiB)
+/// of its log (<https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/>).
+fn termination_message(ctx: &PodContext, pod_dir: &SandboxDir, name: &str, restart: u32, exit_code: i32) -> Option<String> {
+    let file = pod_dir.path.join("termination").join(format!("{name}-{restart}"));
+    let mut text = std::fs::read(&file).unwrap_or_default();
+    text.truncate(4096);
+    if !text.is_empty() {
+        return Some(String::from_utf8_lossy(&text).into_owned());
+    }
+    let policy = instance::find(ctx, name).and_then(|c| c.termination_message_policy.clone());
+    if exit_code == 0 || policy.as_deref() != Some("FallbackToLogsOnError") {
+        return None;
+    }
+    let log = std::fs::read_to_string(pod_dir.log(name, restart)).ok()?;
+    let lines: Vec<&str> = log.lines().filter_map(|l| peapod_runtime::log::parse_line(l).map(|p| p.text)).collect();
+    let mut tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    if tail.len() > 2048 {
+        let mut cut = tail.len() - 2048;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = tail[cut..].to_string();
+    }
+    (!tail.is_empty()).then_some(tail)
+}
+
 /// Splits `Reason: message` (as `prepare` words its failures) into the kubelet's waiting reason
 /// and message; anything else is a `CreateContainerError`.
 fn split_reason(reason: &str) -> (String, String) {
@@ -503,6 +530,11 @@ impl PodState<'_> {
                         ));
                     }
                 }
+                if let Some(c) = instance::find(&self.ctx, &name) {
+                    let image = c.image.clone().unwrap_or_default();
+                    emit(PodEvent::Event { reason: "Pulled", message: format!("Container image {image:?} already present on machine") });
+                }
+                emit(PodEvent::Event { reason: "Created", message: format!("Created container {name}") });
                 emit(PodEvent::ContainerStarted {
                     container: name.clone(),
                     restart,
@@ -556,6 +588,7 @@ impl PodState<'_> {
                     };
                     r.started = false;
                     r.ready = false;
+                    r.detail.terminated_message = termination_message(&self.ctx, &self.pod_dir, &name, restart, exited.exit_code);
                     r.detail.terminated = Some(exited.clone());
                     r.detail.started_at = None;
                 }
