@@ -9,7 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::HashSet;
 
 /// Volume sources peapod implements.
-pub const SUPPORTED_VOLUMES: [&str; 4] = ["emptyDir", "hostPath", "configMap", "secret"];
+pub const SUPPORTED_VOLUMES: [&str; 6] = [
+    "emptyDir",
+    "hostPath",
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "projected",
+];
 
 /// Every problem of a (defaulted) Pod; empty when valid.
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {

@@ -132,15 +132,22 @@ impl PodContext {
         }
     }
 
-    /// ConfigMap and Secret volumes are always mounted read-only, as the kubelet does.
+    /// Volumes the kubelet writes (configMap, secret, downwardAPI, projected) are always
+    /// mounted read-only, as the kubelet does.
     pub fn is_projected_volume(&self, name: &str) -> bool {
+        let kubelet_written = |v: &k8s_openapi::api::core::v1::Volume| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        };
         self.pod
             .spec
             .as_ref()
             .and_then(|s| s.volumes.as_ref())
             .into_iter()
             .flatten()
-            .any(|v| v.name == name && (v.config_map.is_some() || v.secret.is_some()))
+            .any(|v| v.name == name && kubelet_written(v))
     }
 }
 

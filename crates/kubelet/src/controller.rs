@@ -31,6 +31,7 @@ pub struct NodeController {
 struct Running {
     worker: PodWorker,
     key: ObjectKey,
+    pod: Pod,
     deleting: bool,
 }
 
@@ -68,8 +69,16 @@ impl NodeController {
                 return;
             }
         };
+        // ConfigMaps and Secrets: a change reaches the volumes of the running pods that use them.
+        let since = store.revision();
+        let mut config_maps = store
+            .watch("configmaps", None, since, Filter::default())
+            .ok();
+        let mut secrets = store.watch("secrets", None, since, Filter::default()).ok();
         loop {
             tokio::select! {
+                Some(event) = next_event(&mut config_maps) => self.on_config(&store, &pods, false, &event.object),
+                Some(event) = next_event(&mut secrets) => self.on_config(&store, &pods, true, &event.object),
                 event = watch.next() => {
                     let Some(event) = event else {
                         // Re-watch from now (the store ended a lagging watcher).
@@ -84,6 +93,31 @@ impl NodeController {
                     self.on_worker(&store, &mut pods, uid, event);
                 }
             }
+        }
+    }
+
+    fn on_config(
+        &self,
+        store: &Store,
+        pods: &HashMap<String, Running>,
+        secret: bool,
+        object: &Value,
+    ) {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        for running in pods.values() {
+            if running.deleting
+                || running.key.namespace.as_deref() != Some(ns)
+                || !crate::projected::uses(&running.pod, secret, name)
+            {
+                continue;
+            }
+            running.worker.refresh(
+                list_typed(store, "configmaps", ns),
+                list_typed(store, "secrets", ns),
+            );
         }
     }
 
@@ -161,6 +195,7 @@ impl NodeController {
                 }
             }
         });
+        let pod_copy = ctx.pod.clone();
         let worker = PodWorker::spawn(node.clone(), ctx, host_ports, events_tx);
         spawn_status_writer(
             store.clone(),
@@ -173,6 +208,7 @@ impl NodeController {
             Running {
                 worker,
                 key,
+                pod: pod_copy,
                 deleting: false,
             },
         );
@@ -224,6 +260,22 @@ impl NodeController {
 impl Default for NodeController {
     fn default() -> Self {
         NodeController::new()
+    }
+}
+
+/// The next event of an optional watch; pending forever without one (or once it ended).
+async fn next_event(
+    watch: &mut Option<peapod_api::store::Watch>,
+) -> Option<peapod_api::store::WatchEvent> {
+    match watch {
+        Some(w) => match w.next().await {
+            Some(e) => Some(e),
+            None => {
+                *watch = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

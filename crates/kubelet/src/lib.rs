@@ -11,6 +11,7 @@ pub mod logs;
 pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;
+pub mod projected;
 pub mod security;
 pub mod status;
 mod stop;

@@ -3,14 +3,10 @@
 
 use crate::context::PodContext;
 use crate::worker::Node;
-use k8s_openapi::api::core::v1::KeyToPath;
 use peapod_api::quantity::parse_quantity;
 use peapod_runtime::monitor::{error_chain, CGROUP_ROOT};
 use peapod_runtime::sandbox;
 use peapod_runtime::sandbox::{MemoryVolume, SandboxConfig, SandboxDir};
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use tracing::warn;
 
 /// The sandbox config of a pod: `host_resolv` is the host's /etc/resolv.conf.
@@ -30,7 +26,11 @@ pub fn sandbox_config(ctx: &PodContext, host_resolv: &str) -> SandboxConfig {
                 })
             }
             Some(_) => disk_volumes.push(v.name.clone()),
-            None if v.config_map.is_some() || v.secret.is_some() => {
+            None if v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some() =>
+            {
                 disk_volumes.push(v.name.clone())
             }
             None => {}
@@ -72,64 +72,6 @@ pub fn resolv_conf(host: &str) -> String {
         .collect()
 }
 
-/// Writes every ConfigMap and Secret volume's files into the sandbox's volume directories.
-pub fn write_projected_volumes(ctx: &PodContext, sandbox: &SandboxDir) -> std::io::Result<()> {
-    for v in ctx
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        let (data, items, mode) = if let Some(cm) = &v.config_map {
-            (
-                ctx.config_map_bytes(&cm.name),
-                cm.items.as_deref(),
-                cm.default_mode,
-            )
-        } else if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            (ctx.secret_bytes(&name), s.items.as_deref(), s.default_mode)
-        } else {
-            continue;
-        };
-        let dir = sandbox.volume(&v.name);
-        std::fs::create_dir_all(&dir)?;
-        for (path, bytes, item_mode) in projected_files(&data.unwrap_or_default(), items) {
-            let target = dir.join(&path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&target, bytes)?;
-            let mode = item_mode.or(mode).unwrap_or(0o644) as u32;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-        }
-    }
-    Ok(())
-}
-
-/// The files of a projected volume: every key, or only `items` at their paths.
-fn projected_files<'a>(
-    data: &'a BTreeMap<String, Vec<u8>>,
-    items: Option<&[KeyToPath]>,
-) -> Vec<(String, &'a [u8], Option<i32>)> {
-    match items {
-        None => data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_slice(), None))
-            .collect(),
-        Some(items) => items
-            .iter()
-            .filter(|i| !Path::new(&i.path).is_absolute() && !i.path.split('/').any(|p| p == ".."))
-            .filter_map(|i| {
-                data.get(&i.key)
-                    .map(|v| (i.path.clone(), v.as_slice(), i.mode))
-            })
-            .collect(),
-    }
-}
-
 pub(crate) async fn create_sandbox(
     node: &Node,
     ctx: &PodContext,
@@ -141,7 +83,7 @@ pub(crate) async fn create_sandbox(
     tokio::task::spawn_blocking(move || {
         let cmd = sandbox::prepare(&exe, &dir, &config).map_err(|e| error_chain(&e))?;
         sandbox::run_helper(cmd, &dir).map_err(|e| error_chain(&e))?;
-        write_projected_volumes(&ctx, &dir)
+        crate::projected::write_all(&ctx, &dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
     })
     .await
@@ -194,22 +136,5 @@ mod tests {
         assert_eq!(cfg.memory_volumes[0].size_limit, Some(1 << 20));
         assert_eq!(cfg.resolv_conf, "nameserver 10.0.0.1\nsearch x\n");
         assert!(cfg.hosts.ends_with("127.0.1.1\tweb\n"));
-    }
-
-    #[test]
-    fn projected_items() {
-        let data: BTreeMap<String, Vec<u8>> = [
-            ("a".to_string(), b"1".to_vec()),
-            ("b".to_string(), b"2".to_vec()),
-        ]
-        .into();
-        assert_eq!(projected_files(&data, None).len(), 2);
-        let items: Vec<KeyToPath> = serde_json::from_value(
-            json!([{"key": "a", "path": "conf/a.txt"}, {"key": "b", "path": "../x"}]),
-        )
-        .expect("items");
-        let files = projected_files(&data, Some(&items));
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].0, "conf/a.txt");
     }
 }

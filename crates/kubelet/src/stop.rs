@@ -73,7 +73,10 @@ pub(crate) async fn terminate(pod: &mut PodState<'_>, rx: &mut mpsc::UnboundedRe
         {
             let key = (name.clone(), inst.pid);
             if inst.pid.is_some() && !stopped.contains(&key) {
-                (pod.emit)(crate::worker::PodEvent::Event { reason: "Killing", message: format!("Stopping container {name}") });
+                (pod.emit)(crate::worker::PodEvent::Event {
+                    reason: "Killing",
+                    message: format!("Stopping container {name}"),
+                });
                 stop_instance(&pod.ctx, name, inst, remaining);
                 stopped.push(key);
             }

@@ -211,15 +211,20 @@ fn env_value(
     }
     if let Some(r) = &from.resource_field_ref {
         let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
-            Some(n) => ctx
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).find(|c| c.name == n)),
+            Some(n) => ctx.pod.spec.as_ref().and_then(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .find(|c| c.name == n)
+            }),
             None => Some(container),
         };
         let divisor = r.divisor.as_ref().map(|q| q.0.as_str());
-        return resource_value(target, &r.resource, divisor).map(Some).ok_or_else(|| ConfigError::FieldRef { path: r.resource.clone() });
+        return resource_value(target, &r.resource, divisor)
+            .map(Some)
+            .ok_or_else(|| ConfigError::FieldRef {
+                path: r.resource.clone(),
+            });
     }
     if let Some(f) = &from.field_ref {
         return ctx
@@ -235,23 +240,42 @@ fn env_value(
 /// The downward API's `resourceFieldRef`: a container's limit or request, in units of
 /// `divisor` rounded up; an unset limit is the node's allocatable amount
 /// (<https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-resourcefieldref>).
-pub fn resource_value(container: Option<&Container>, resource: &str, divisor: Option<&str>) -> Option<String> {
+pub fn resource_value(
+    container: Option<&Container>,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Option<String> {
     use peapod_api::quantity::parse_quantity;
     let (section, name) = resource.split_once('.')?;
     let get = |sec: &str| {
         let r = container?.resources.as_ref()?;
-        let map = if sec == "limits" { r.limits.as_ref()? } else { r.requests.as_ref()? };
+        let map = if sec == "limits" {
+            r.limits.as_ref()?
+        } else {
+            r.requests.as_ref()?
+        };
         map.get(name).map(|q| q.0.clone())
     };
-    let value = get(section).or_else(|| if section == "requests" { get("limits") } else { None });
+    let value = get(section).or_else(|| {
+        if section == "requests" {
+            get("limits")
+        } else {
+            None
+        }
+    });
     match name {
         "cpu" => {
             let milli = match value {
                 Some(v) => crate::limits::milli_cpu(&v)?,
-                None if section == "limits" => std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000),
+                None if section == "limits" => std::thread::available_parallelism()
+                    .map(|n| n.get() as u64 * 1000)
+                    .unwrap_or(1000),
                 None => 0,
             };
-            let div = divisor.and_then(crate::limits::milli_cpu).filter(|d| *d > 0).unwrap_or(1000);
+            let div = divisor
+                .and_then(crate::limits::milli_cpu)
+                .filter(|d| *d > 0)
+                .unwrap_or(1000);
             Some(milli.div_ceil(div).to_string())
         }
         "memory" | "ephemeral-storage" => {
@@ -260,7 +284,10 @@ pub fn resource_value(container: Option<&Container>, resource: &str, divisor: Op
                 None if section == "limits" => node_memory_bytes(),
                 None => 0,
             };
-            let div = divisor.and_then(parse_quantity).filter(|d| *d > 0).unwrap_or(1);
+            let div = divisor
+                .and_then(parse_quantity)
+                .filter(|d| *d > 0)
+                .unwrap_or(1);
             Some(bytes.div_ceil(div).to_string())
         }
         _ => None,
@@ -270,7 +297,12 @@ pub fn resource_value(container: Option<&Container>, resource: &str, divisor: Op
 fn node_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |kib| kib * 1024)
 }
 
@@ -526,12 +558,29 @@ mod tests {
 
     #[test]
     fn resource_field_refs() {
-        let c = container(json!({"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}}));
-        assert_eq!(resource_value(Some(&c), "limits.cpu", None).as_deref(), Some("1"));
-        assert_eq!(resource_value(Some(&c), "limits.cpu", Some("1m")).as_deref(), Some("500"));
-        assert_eq!(resource_value(Some(&c), "requests.cpu", Some("1m")).as_deref(), Some("250"));
-        assert_eq!(resource_value(Some(&c), "limits.memory", Some("1Mi")).as_deref(), Some("64"));
-        assert_eq!(resource_value(Some(&c), "requests.memory", None).as_deref(), Some(&*(64u64 << 20).to_string()));
+        let c = container(
+            json!({"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}}),
+        );
+        assert_eq!(
+            resource_value(Some(&c), "limits.cpu", None).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            resource_value(Some(&c), "limits.cpu", Some("1m")).as_deref(),
+            Some("500")
+        );
+        assert_eq!(
+            resource_value(Some(&c), "requests.cpu", Some("1m")).as_deref(),
+            Some("250")
+        );
+        assert_eq!(
+            resource_value(Some(&c), "limits.memory", Some("1Mi")).as_deref(),
+            Some("64")
+        );
+        assert_eq!(
+            resource_value(Some(&c), "requests.memory", None).as_deref(),
+            Some(&*(64u64 << 20).to_string())
+        );
         assert_eq!(resource_value(Some(&c), "limits.gpu", None), None);
     }
 

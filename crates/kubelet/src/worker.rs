@@ -9,7 +9,7 @@ use crate::instance;
 use crate::plan::{is_sidecar, plan, ContainerRecord, ContainerState, Phase};
 use crate::pod_sandbox::{create_sandbox, remove_sandbox};
 use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget};
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodStatus, Secret};
 use nix::sys::signal::Signal;
 use peapod_net::HostPortListener;
 use peapod_runtime::container::ContainerDir;
@@ -84,6 +84,7 @@ pub enum PodEvent {
 #[derive(Debug)]
 pub struct PodWorker {
     delete: watch::Sender<bool>,
+    refresh: mpsc::UnboundedSender<Refresh>,
     /// The pod's status, as the kubelet would report it, updated on every change.
     pub status: watch::Receiver<PodStatus>,
     pub join: JoinHandle<()>,
@@ -98,6 +99,7 @@ impl PodWorker {
         events: mpsc::UnboundedSender<(String, PodEvent)>,
     ) -> PodWorker {
         let (delete, deleted) = watch::channel(false);
+        let (refresh, refreshes) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(PodStatus::default());
         let join = tokio::spawn(async move {
             let key = format!("{}/{}", ctx.namespace(), ctx.name());
@@ -105,13 +107,14 @@ impl PodWorker {
                 let _ = events.send((key.clone(), e));
             });
             let span = tracing::info_span!("pod", pod = %ctx.name(), uid = %ctx.uid());
-            run(node, ctx, host_ports, deleted, status_tx, &*emit)
+            run(node, ctx, host_ports, deleted, refreshes, status_tx, &*emit)
                 .instrument(span)
                 .await;
             emit(PodEvent::Deleted);
         });
         PodWorker {
             delete,
+            refresh,
             status,
             join,
         }
@@ -121,6 +124,22 @@ impl PodWorker {
     pub fn delete(&self) {
         let _ = self.delete.send(true);
     }
+
+    /// Hands the worker the current ConfigMaps and Secrets of its namespace: its configMap,
+    /// secret and projected volumes are rewritten (atomically) when they changed.
+    pub fn refresh(&self, config_maps: Vec<ConfigMap>, secrets: Vec<Secret>) {
+        let _ = self.refresh.send(Refresh {
+            config_maps,
+            secrets,
+        });
+    }
+}
+
+/// New ConfigMaps and Secrets for a running pod.
+#[derive(Debug)]
+pub struct Refresh {
+    config_maps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
 }
 
 /// Messages from a container instance's tasks to its worker.
@@ -191,6 +210,7 @@ async fn run(
     ctx: PodContext,
     host_ports: Vec<HostPortListener>,
     mut deleted: watch::Receiver<bool>,
+    mut refreshes: mpsc::UnboundedReceiver<Refresh>,
     status: watch::Sender<PodStatus>,
     emit: &Emit<'_>,
 ) {
@@ -265,6 +285,7 @@ async fn run(
         tokio::select! {
             Some(msg) = rx.recv() => pod.handle(msg),
             _ = deleted.changed() => {}
+            Some(refresh) = refreshes.recv() => pod.refresh(refresh).await,
             _ = sleep => {}
         }
         if *deleted.borrow() {
@@ -286,8 +307,17 @@ async fn run(
 /// The termination message the kubelet reports: the file at terminationMessagePath (at most
 /// 4 KiB), or with `FallbackToLogsOnError` and a failed container the last 80 lines (2 KiB)
 /// of its log (<https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/>).
-fn termination_message(ctx: &PodContext, pod_dir: &SandboxDir, name: &str, restart: u32, exit_code: i32) -> Option<String> {
-    let file = pod_dir.path.join("termination").join(format!("{name}-{restart}"));
+fn termination_message(
+    ctx: &PodContext,
+    pod_dir: &SandboxDir,
+    name: &str,
+    restart: u32,
+    exit_code: i32,
+) -> Option<String> {
+    let file = pod_dir
+        .path
+        .join("termination")
+        .join(format!("{name}-{restart}"));
     let mut text = std::fs::read(&file).unwrap_or_default();
     text.truncate(4096);
     if !text.is_empty() {
@@ -298,7 +328,10 @@ fn termination_message(ctx: &PodContext, pod_dir: &SandboxDir, name: &str, resta
         return None;
     }
     let log = std::fs::read_to_string(pod_dir.log(name, restart)).ok()?;
-    let lines: Vec<&str> = log.lines().filter_map(|l| peapod_runtime::log::parse_line(l).map(|p| p.text)).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter_map(|l| peapod_runtime::log::parse_line(l).map(|p| p.text))
+        .collect();
     let mut tail = lines[lines.len().saturating_sub(80)..].join("\n");
     if tail.len() > 2048 {
         let mut cut = tail.len() - 2048;
@@ -336,6 +369,20 @@ fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
 }
 
 impl PodState<'_> {
+    /// Takes new ConfigMaps and Secrets and rewrites the volumes made from them.
+    async fn refresh(&mut self, refresh: Refresh) {
+        let mut ctx = (*self.ctx).clone();
+        ctx.config_maps = refresh.config_maps;
+        ctx.secrets = refresh.secrets;
+        self.ctx = Arc::new(ctx);
+        let (ctx, dir) = (self.ctx.clone(), self.pod_dir.clone());
+        match tokio::task::spawn_blocking(move || crate::projected::write_all(&ctx, &dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "update configMap/secret volumes"),
+            Err(error) => tracing::warn!(%error, "update configMap/secret volumes"),
+        }
+    }
+
     /// Takes over the instances an earlier daemon started: the newest of each container is
     /// current (its exit is noticed by polling its record, the monitor not being our child),
     /// older ones are only removed with the pod.
@@ -532,9 +579,15 @@ impl PodState<'_> {
                 }
                 if let Some(c) = instance::find(&self.ctx, &name) {
                     let image = c.image.clone().unwrap_or_default();
-                    emit(PodEvent::Event { reason: "Pulled", message: format!("Container image {image:?} already present on machine") });
+                    emit(PodEvent::Event {
+                        reason: "Pulled",
+                        message: format!("Container image {image:?} already present on machine"),
+                    });
                 }
-                emit(PodEvent::Event { reason: "Created", message: format!("Created container {name}") });
+                emit(PodEvent::Event {
+                    reason: "Created",
+                    message: format!("Created container {name}"),
+                });
                 emit(PodEvent::ContainerStarted {
                     container: name.clone(),
                     restart,
@@ -588,7 +641,13 @@ impl PodState<'_> {
                     };
                     r.started = false;
                     r.ready = false;
-                    r.detail.terminated_message = termination_message(&self.ctx, &self.pod_dir, &name, restart, exited.exit_code);
+                    r.detail.terminated_message = termination_message(
+                        &self.ctx,
+                        &self.pod_dir,
+                        &name,
+                        restart,
+                        exited.exit_code,
+                    );
                     r.detail.terminated = Some(exited.clone());
                     r.detail.started_at = None;
                 }
