@@ -141,10 +141,8 @@ pub(crate) fn spawn(
             dir,
         });
         let _ = child.wait().await;
-        let rt = node.runtime.clone();
-        let rid = id.clone();
-        let exited = match tokio::task::spawn_blocking(move || rt.exited(&rid)).await {
-            Ok(Ok(Some(e))) => e,
+        let exited = match record_of_exit(&node, &id).await {
+            Some(e) => e,
             _ => Exited {
                 exit_code: 137,
                 signal: Some(9),
@@ -155,6 +153,25 @@ pub(crate) fn spawn(
         };
         let _ = tx.send(Msg::Exited { name, id, exited });
     });
+}
+
+/// The exit the monitor recorded; when it died without recording one (it was killed), the
+/// container is killed and cleaned up by the orphan helper first, so nothing runs untracked.
+async fn record_of_exit(node: &Node, id: &ContainerId) -> Option<Exited> {
+    let rt = node.runtime.clone();
+    let rid = id.clone();
+    if let Ok(Ok(Some(e))) = tokio::task::spawn_blocking(move || rt.exited(&rid)).await {
+        return Some(e);
+    }
+    tracing::warn!(container = %id, "monitor died without recording an exit; killing the container");
+    let cmd = node.runtime.orphan_cleanup_command(id);
+    let _ = tokio::process::Command::from(cmd).status().await;
+    let rt = node.runtime.clone();
+    let rid = id.clone();
+    tokio::task::spawn_blocking(move || rt.exited(&rid))
+        .await
+        .ok()?
+        .ok()?
 }
 
 /// How often the exit record of an adopted instance is looked for.
@@ -178,6 +195,19 @@ pub(crate) fn watch_adopted_exit(
             if let Ok(Ok(Some(exited))) = tokio::task::spawn_blocking(move || rt.exited(&rid)).await
             {
                 let _ = tx.send(Msg::Exited { name, id, exited });
+                return;
+            }
+            let monitor = node
+                .runtime
+                .started(&id)
+                .ok()
+                .flatten()
+                .map(|s| s.monitor_pid)
+                .unwrap_or(0);
+            if monitor > 0 && !peapod_sys::process::alive(monitor) {
+                if let Some(exited) = record_of_exit(&node, &id).await {
+                    let _ = tx.send(Msg::Exited { name, id, exited });
+                }
                 return;
             }
             tokio::time::sleep(ADOPTED_POLL).await;

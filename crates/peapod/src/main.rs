@@ -86,6 +86,9 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
             cli::logging::init_file(&dir.join("monitor.log"));
             Some(peapod_runtime::monitor::main(&dir))
         }
+        "__monitor" if argv.len() == 4 && argv[3] == "--orphan" => Some(
+            peapod_runtime::monitor::cleanup_orphan(&PathBuf::from(&argv[2])),
+        ),
         "__exec" if argv.len() >= 5 && argv[3] == "--" => {
             let args = argv[4..]
                 .iter()

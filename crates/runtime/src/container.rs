@@ -51,6 +51,9 @@ impl std::fmt::Display for ContainerId {
 pub struct Started {
     pub pid: i32,
     pub started_at: String,
+    /// The monitor's own PID, so a daemon that re-adopts the container can tell a dead monitor.
+    #[serde(default)]
+    pub monitor_pid: i32,
 }
 
 /// Written by the monitor, atomically, once the container's process has been reaped.
@@ -172,6 +175,19 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(log);
         Ok((id, cmd))
+    }
+
+    /// The command that cleans up a container whose monitor died without recording an exit
+    /// (see `monitor::cleanup_orphan`); run it to completion, then read `exited`.
+    pub fn orphan_cleanup_command(&self, id: &ContainerId) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(MONITOR_SUBCOMMAND)
+            .arg(&self.dir(id).path)
+            .arg("--orphan")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
     }
 
     pub fn started(&self, id: &ContainerId) -> Result<Option<Started>> {

@@ -100,6 +100,7 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
     let started = Started {
         pid,
         started_at: now_rfc3339_nano(),
+        monitor_pid: std::process::id() as i32,
     };
     atomic::write_json(&dir.started(), &started)?;
     // Block signals only now: libcontainer's children inherit the mask, and a container must
@@ -210,6 +211,52 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
         started_at: started.started_at,
         finished_at,
     })
+}
+
+/// Cleans up after a monitor that died (was killed) before recording its container's exit:
+/// the container must not run on untracked, so it is killed, then everything the monitor would
+/// have removed is removed and the exit is recorded as a SIGKILL. Runs as `peapod __monitor
+/// <dir> --orphan`, a single-threaded process like the monitor itself.
+pub fn cleanup_orphan(dir: &Path) -> i32 {
+    let Some(id) = dir
+        .file_name()
+        .and_then(|n| ContainerId::parse(&n.to_string_lossy()))
+    else {
+        return 2;
+    };
+    let dir = ContainerDir {
+        id,
+        path: dir.to_path_buf(),
+    };
+    if dir.exited().exists() {
+        return 0;
+    }
+    let Ok(Some(config)) = atomic::read_json::<ContainerConfig>(&dir.config()) else {
+        return 1;
+    };
+    let started: Option<Started> = atomic::read_json(&dir.started()).ok().flatten();
+    if let Some(s) = &started {
+        let _ = sysproc::kill(s.pid, Signal::SIGKILL);
+        // Not our child: wait for it to be gone (reaped by whoever inherited it).
+        for _ in 0..500 {
+            if !sysproc::alive(s.pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    cleanup(&dir, &config);
+    let exited = Exited {
+        exit_code: 137,
+        signal: Some(9),
+        oom_killed: false,
+        started_at: started.map(|s| s.started_at).unwrap_or_default(),
+        finished_at: now_rfc3339_nano(),
+    };
+    match atomic::write_json(&dir.exited(), &exited) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 /// Deletes libcontainer's state and the cgroups, unmounts the rootfs. Best effort: each step

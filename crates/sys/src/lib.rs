@@ -6,6 +6,7 @@
 //! never from a tokio worker (STYLE.md rule 1).
 
 pub mod fs;
+pub mod init;
 pub mod mount;
 pub mod net;
 pub mod ns;

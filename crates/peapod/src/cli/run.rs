@@ -123,6 +123,7 @@ async fn run_pods(
                         eprintln!("pod/{short}: container {container} {}", if ready { "ready" } else { "not ready" });
                     }
                     PodEvent::PodReady(ready) => eprintln!("pod/{short}: {}", if ready { "Ready" } else { "NotReady" }),
+                    PodEvent::Event { reason: "Pulled" | "Created", .. } => {}
                     PodEvent::Event { reason, message } => {
                         eprintln!("pod/{short}: {reason}: {message}");
                         if reason == "FailedScheduling" {
