@@ -8,6 +8,7 @@ use peapod_api::http::logs::{LogRequest, LogStream};
 use peapod_api::http::NodeBackend;
 use peapod_runtime::log::parse_line;
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,8 +190,13 @@ impl NodeBackend for NodeLogs {
             ..Default::default()
         };
         let (restart, path) = chosen;
-        // The part written so far, with tailLines applied.
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // The part written so far (rotated files first), with tailLines applied.
+        let mut text = String::new();
+        for rotated in peapod_runtime::log::rotated_files(&path) {
+            text.push_str(&std::fs::read_to_string(rotated).unwrap_or_default());
+        }
+        let prior = text.len();
+        text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
         let consumed = text.rfind('\n').map_or(0, |i| i + 1);
         let mut lines: Vec<String> = text[..consumed]
             .lines()
@@ -218,7 +224,9 @@ impl NodeBackend for NodeLogs {
                 return;
             };
             if file
-                .seek(std::io::SeekFrom::Start(consumed as u64))
+                .seek(std::io::SeekFrom::Start(
+                    consumed.saturating_sub(prior) as u64
+                ))
                 .await
                 .is_err()
             {
@@ -247,6 +255,19 @@ impl NodeBackend for NodeLogs {
                         return;
                     }
                     continue;
+                }
+                // Rotated under us: our descriptor is at the end of the renamed file, so go on
+                // with the new one from its start.
+                let ours = file.metadata().await.map(|m| m.ino()).ok();
+                let now_at_path = std::fs::metadata(&path).map(|m| m.ino()).ok();
+                if now_at_path.is_some() && ours != now_at_path {
+                    match tokio::fs::File::open(&path).await {
+                        Ok(f) => {
+                            file = f;
+                            continue;
+                        }
+                        Err(_) => return,
+                    }
                 }
                 if !running.running(&uid, &container, restart) {
                     // One more read: the monitor syncs the log before it reports the exit.

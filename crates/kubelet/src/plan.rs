@@ -221,7 +221,9 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
         let sidecar = is_sidecar(c);
         match &record.state {
             ContainerState::Exited { exit_code: 0, .. } if !sidecar => continue,
-            ContainerState::Running { .. } if sidecar => continue,
+            // A sidecar counts once started (its startupProbe passed), not merely running
+            // (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/>).
+            ContainerState::Running { .. } if sidecar && record.started => continue,
             ContainerState::Waiting => {
                 start.push(c.name.clone());
                 return pending(start, wake_at);
@@ -367,6 +369,7 @@ mod tests {
     fn running(t0: Instant) -> ContainerRecord {
         ContainerRecord {
             state: ContainerState::Running { since: t0 },
+            started: true,
             ..Default::default()
         }
     }
@@ -576,6 +579,17 @@ mod tests {
             at(1),
         );
         assert_eq!(p.start, vec!["after".to_string()]);
+        // ...but only once its startup probe passed.
+        let unstarted = ContainerRecord {
+            started: false,
+            ..running(t0)
+        };
+        let p = plan(
+            &spec,
+            &rec(vec![("init", exited(0, t0, 1, 0)), ("side", unstarted)]),
+            at(1),
+        );
+        assert!(p.start.is_empty());
         // A crashed sidecar is restarted even under restartPolicy Never.
         let records = rec(vec![
             ("init", exited(0, t0, 1, 0)),

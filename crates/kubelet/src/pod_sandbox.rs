@@ -72,22 +72,45 @@ pub fn resolv_conf(host: &str) -> String {
         .collect()
 }
 
+/// Creates the pod's sandbox; with the daemon's pod network, the pod gets an address first
+/// (so /etc/hosts and the downward API carry it), then its veth once the namespace exists.
 pub(crate) async fn create_sandbox(
     node: &Node,
     ctx: &PodContext,
     dir: &SandboxDir,
 ) -> Result<(), String> {
-    let config = sandbox_config(ctx, &node.host_resolv);
+    let network = peapod_net::installed();
+    let mut ctx = ctx.clone();
+    if let Some(net) = &network {
+        // The directory first: a daemon collecting addresses of vanished pods keeps this one.
+        std::fs::create_dir_all(&dir.path)
+            .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
+        let ip = net.allocate(ctx.uid()).await.map_err(|e| error_chain(&e))?;
+        ctx.pod_ip = Some(ip.to_string());
+    }
+    let mut config = sandbox_config(&ctx, &node.host_resolv);
+    let policy = ctx.pod.spec.as_ref().and_then(|s| s.dns_policy.as_deref());
+    if let (Some(net), None | Some("ClusterFirst")) = (&network, policy) {
+        let c = net.config();
+        config.resolv_conf =
+            peapod_net::dns::resolv_conf(ctx.namespace(), c.gateway(), &c.cluster_domain);
+    }
     let exe = node.runtime.exe().to_path_buf();
-    let (ctx, dir) = (ctx.clone(), dir.clone());
+    let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
     tokio::task::spawn_blocking(move || {
-        let cmd = sandbox::prepare(&exe, &dir, &config).map_err(|e| error_chain(&e))?;
-        sandbox::run_helper(cmd, &dir).map_err(|e| error_chain(&e))?;
-        crate::projected::write_all(&ctx, &dir)
+        let cmd = sandbox::prepare(&exe, &task_dir, &config).map_err(|e| error_chain(&e))?;
+        sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;
+        crate::projected::write_all(&task_ctx, &task_dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    if let Some(net) = &network {
+        net.connect(ctx.uid(), &dir.sandbox_ref().net)
+            .await
+            .map_err(|e| error_chain(&e))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn remove_sandbox(node: &Node, dir: &SandboxDir) {
@@ -101,6 +124,11 @@ pub(crate) async fn remove_sandbox(node: &Node, dir: &SandboxDir) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %error_chain(&e), "remove pod sandbox"),
         Err(e) => warn!(error = %e, "remove pod sandbox"),
+    }
+    if let (Some(net), Some(uid)) = (peapod_net::installed(), dir.path.file_name()) {
+        if let Err(e) = net.release(&uid.to_string_lossy()).await {
+            warn!(error = %error_chain(&e), "release pod address");
+        }
     }
     let cgroup = format!(
         "{CGROUP_ROOT}/pod{}",

@@ -23,11 +23,15 @@ pub(crate) fn stop_instance(ctx: &crate::PodContext, name: &str, inst: &Instance
     let stop_signal = inst.stop_signal;
     let name = name.to_string();
     tokio::spawn(async move {
-        let deadline = Instant::now() + grace;
+        let mut deadline = Instant::now() + grace;
         if let (Some(hook), Some(target)) = (hook, target) {
             info!(container = %name, "running preStop hook");
             if let Err(message) = run_hook(&hook, &target, grace).await {
                 info!(container = %name, %message, "preStop hook failed");
+            }
+            // A hook that used up the grace period gets the kubelet's one-off 2 s extension.
+            if Instant::now() >= deadline {
+                deadline = Instant::now() + Duration::from_secs(2);
             }
         }
         info!(container = %name, signal = %stop_signal, "killing container");
@@ -72,7 +76,7 @@ pub(crate) async fn terminate(pod: &mut PodState<'_>, rx: &mut mpsc::UnboundedRe
             .filter(|(n, _)| sidecars.contains(n) == sidecar)
         {
             let key = (name.clone(), inst.pid);
-            if inst.pid.is_some() && !stopped.contains(&key) {
+            if inst.pid.is_some() && !stopped.contains(&key) && !pod.stopping.contains(name) {
                 (pod.emit)(crate::worker::PodEvent::Event {
                     reason: "Killing",
                     message: format!("Stopping container {name}"),

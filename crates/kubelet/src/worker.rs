@@ -200,6 +200,8 @@ pub(crate) struct PodState<'a> {
     pub emit: &'a Emit<'a>,
     pub pod_ready: Option<bool>,
     pub deleting: bool,
+    /// Containers already being stopped (sidecars of a completed pod): never stopped twice.
+    pub stopping: HashSet<String>,
     /// Condition type -> (status, last transition time).
     pub conditions: BTreeMap<String, (bool, String)>,
     pub start_time: String,
@@ -228,6 +230,11 @@ async fn run(
         return;
     }
     info!("pod sandbox ready");
+    // The address the pod network gave it (also found again for an adopted sandbox).
+    let ctx = PodContext {
+        pod_ip: peapod_net::pod_ip(ctx.uid()).map(|ip| ip.to_string()),
+        ..ctx
+    };
     let proxies: Vec<JoinHandle<()>> = host_ports
         .into_iter()
         .map(|l| l.serve(&pod_dir.sandbox_ref().net))
@@ -248,6 +255,7 @@ async fn run(
         emit,
         pod_ready: None,
         deleting: false,
+        stopping: HashSet::new(),
         conditions: BTreeMap::new(),
         start_time,
     };
@@ -255,7 +263,6 @@ async fn run(
         pod.adopt(crate::adopt::find_instances(&node.runtime, &pod_dir));
     }
     let mut phase = None;
-    let mut stopping = HashSet::new();
     loop {
         let plan = plan(&pod.spec, &pod.records, Instant::now());
         if phase != Some(plan.phase) {
@@ -264,7 +271,7 @@ async fn run(
             emit(PodEvent::Phase(plan.phase));
         }
         for name in &plan.stop {
-            if stopping.insert(name.clone()) {
+            if pod.stopping.insert(name.clone()) {
                 if let Some(inst) = pod.current.get(name) {
                     info!(container = %name, "stopping sidecar of a completed pod");
                     instance_stop(&pod, name, inst);
@@ -272,7 +279,7 @@ async fn run(
             }
         }
         for name in &plan.start {
-            stopping.remove(name);
+            pod.stopping.remove(name);
             pod.start(name);
         }
         status.send_replace(pod.status(plan.phase));

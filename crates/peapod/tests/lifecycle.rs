@@ -1030,7 +1030,6 @@ spec:
 /// The sidecar of a completed pod is stopped once: its preStop hook runs once, then one
 /// SIGTERM.
 #[test]
-#[ignore = "product bug: a completed pod's sidecar is stopped twice (planner stop, then terminate), so its preStop hook runs twice"]
 fn native_sidecar_pre_stop_hook_runs_once() {
     let root = TestRoot::new();
     let pod = run_to_completion(&root, SIDECAR_PRE_STOP, 0);
@@ -1095,7 +1094,6 @@ spec:
 /// succeeded (its `started` flag), not merely until its process runs
 /// (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/>).
 #[test]
-#[ignore = "product bug: plan() starts the next containers once a sidecar runs, without waiting for its startupProbe"]
 fn app_waits_for_the_sidecar_startup_probe() {
     let root = TestRoot::new();
     let control = control_dir(&root);

@@ -81,12 +81,33 @@ fn counter(text: &str, key: &str) -> u64 {
 /// `stop_at`, where they are empty. A busy or missing directory is left alone.
 pub fn remove(cgroup_path: &str, stop_at: &str) {
     let mut path = PathBuf::from(cgroup_path);
+    let mut leaf = true;
     loop {
         for dir in directories(&path.display().to_string()) {
-            let _ = std::fs::remove_dir(&dir);
+            // Only the leaf waits for its last processes to leave; a parent that is busy is in
+            // use by another pod or container.
+            if leaf {
+                remove_dir_patiently(&dir);
+            } else {
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
+        leaf = false;
         if path == Path::new(stop_at) || !path.starts_with(stop_at) || !path.pop() {
             return;
+        }
+    }
+}
+
+/// rmdir of a cgroup fails with EBUSY while a process is still leaving it (an exec helper, a
+/// process being reaped): try a few times before leaving it.
+fn remove_dir_patiently(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
         }
     }
 }

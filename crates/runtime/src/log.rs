@@ -177,3 +177,140 @@ mod tests {
         assert!(parsed.full);
     }
 }
+
+/// The kubelet's defaults: `containerLogMaxSize` 10Mi, `containerLogMaxFiles` 5
+/// (<https://kubernetes.io/docs/concepts/cluster-administration/logging/#log-rotation>).
+pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
+pub const MAX_FILES: usize = 5;
+
+/// A container's log file, rotated by size: the full file is renamed to
+/// `<name>.<timestamp>` and a fresh one started; at most `max_files` files are kept in all.
+/// Write failures (a full disk) are counted, never fatal: the container keeps running.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    written: u64,
+    max_size: u64,
+    max_files: usize,
+    /// Lines that could not be written.
+    pub dropped: u64,
+}
+
+impl RotatingLog {
+    pub fn open(
+        path: &std::path::Path,
+        max_size: u64,
+        max_files: usize,
+    ) -> std::io::Result<RotatingLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(RotatingLog {
+            path: path.to_path_buf(),
+            file: Some(file),
+            written,
+            max_size,
+            max_files: max_files.max(1),
+            dropped: 0,
+        })
+    }
+
+    /// Appends one formatted line, rotating first when it would overflow the file.
+    pub fn write_line(&mut self, line: &[u8]) {
+        if self.written > 0 && self.written + line.len() as u64 > self.max_size {
+            self.rotate();
+        }
+        let ok = match self.file.as_mut() {
+            Some(f) => f.write_all(line).is_ok(),
+            None => false,
+        };
+        if ok {
+            self.written += line.len() as u64;
+        } else {
+            self.dropped += 1;
+            if self.file.is_none() {
+                self.reopen();
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
+        self.written = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+    }
+
+    fn rotate(&mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = f.sync_all();
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S%.6f").to_string();
+        let mut rotated = self.path.as_os_str().to_os_string();
+        rotated.push(format!(".{stamp}"));
+        let _ = std::fs::rename(&self.path, &rotated);
+        let old = rotated_files(&self.path);
+        let excess = (old.len() + 1).saturating_sub(self.max_files);
+        for f in old.iter().take(excess) {
+            let _ = std::fs::remove_file(f);
+        }
+        self.reopen();
+    }
+
+    pub fn sync(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+/// The rotated files of a log, oldest first.
+pub fn rotated_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_max_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut log = RotatingLog::open(&path, 100, 3).expect("open");
+        for i in 0..40 {
+            log.write_line(format!("2026-01-01T00:00:00Z stdout F line {i:02}\n").as_bytes());
+        }
+        log.sync();
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        let mut all = String::new();
+        for f in rotated.iter().chain(std::iter::once(&path)) {
+            all.push_str(&std::fs::read_to_string(f).expect("read"));
+        }
+        assert!(all.ends_with("line 39\n"));
+        assert!(std::fs::metadata(&path).expect("meta").len() <= 100);
+        assert_eq!(log.dropped, 0);
+    }
+}

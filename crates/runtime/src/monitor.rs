@@ -7,7 +7,9 @@
 
 use crate::container::{ContainerDir, ContainerId, Exited, Started};
 use crate::error::{io, Result, RuntimeError};
-use crate::log::{format_entry, now_rfc3339_nano, LineSplitter, Stream};
+use crate::log::{
+    format_entry, now_rfc3339_nano, LineSplitter, RotatingLog, Stream, MAX_FILES, MAX_SIZE,
+};
 use crate::spec::{oci_spec, ContainerConfig};
 use crate::{atomic, cgroup, youki};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -80,11 +82,8 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.log_path)
-        .map_err(io(&config.log_path))?;
+    let mut log =
+        RotatingLog::open(&config.log_path, MAX_SIZE, MAX_FILES).map_err(io(&config.log_path))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let stdin: OwnedFd = File::open("/dev/null").map_err(io("/dev/null"))?.into();
@@ -182,8 +181,7 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
                 entries.extend(splitter.flush());
             }
             for entry in entries {
-                let line = format_entry(&now, *stream, &entry);
-                log.write_all(&line).map_err(io(&config.log_path))?;
+                log.write_line(&format_entry(&now, *stream, &entry));
             }
             if n == 0 {
                 pipes[*i] = None;
@@ -193,11 +191,16 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
     for (file, stream, mut splitter) in pipes.into_iter().flatten() {
         drop(file);
         if let Some(entry) = splitter.flush() {
-            let line = format_entry(&now_rfc3339_nano(), stream, &entry);
-            log.write_all(&line).map_err(io(&config.log_path))?;
+            log.write_line(&format_entry(&now_rfc3339_nano(), stream, &entry));
         }
     }
-    log.sync_all().map_err(io(&config.log_path))?;
+    log.sync();
+    if log.dropped > 0 {
+        tracing::warn!(
+            dropped = log.dropped,
+            "log lines could not be written (disk full?)"
+        );
+    }
     let (how, finished_at) = exit.unwrap_or((Exit::Signal(9), now_rfc3339_nano()));
     let (exit_code, signal) = match how {
         Exit::Code(c) => (c, None),
