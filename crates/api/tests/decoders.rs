@@ -85,7 +85,16 @@ fn manifest_decoder_never_panics() {
 
 /// Mutates a JSON value structurally: replaces a random node with a value of another type.
 fn mutate_json(v: &Value, rng: &mut Rng) -> Value {
-    let replacements = [json!(null), json!(1), json!(-1), json!("x"), json!([]), json!({}), json!(true), json!(1e300)];
+    let replacements = [
+        json!(null),
+        json!(1),
+        json!(-1),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!(1e300),
+    ];
     match v {
         Value::Object(m) if !m.is_empty() && rng.below(3) > 0 => {
             let mut m = m.clone();
@@ -115,7 +124,13 @@ fn admission_and_patches_never_panic() {
     let mut rng = Rng(0x5eed_1234_abcd_0003);
     for _ in 0..3_000 {
         let body = mutate_json(&pod, &mut rng);
-        let _ = admit_create(pods, Some("default"), body.clone(), FieldValidation::Strict, "node");
+        let _ = admit_create(
+            pods,
+            Some("default"),
+            body.clone(),
+            FieldValidation::Strict,
+            "node",
+        );
         let p = mutate_json(&patch, &mut rng);
         for kind in [PatchType::StrategicMerge, PatchType::Merge, PatchType::Json] {
             let _ = apply_patch("Pod", &body, &p, kind);

@@ -276,6 +276,8 @@ pub fn admit_update(
     if let Some(status) = old.get("status") {
         new["status"] = status.clone();
     }
+    // The resourceVersion the client read, for optimistic concurrency in the store.
+    let read_version = new["metadata"].get("resourceVersion").cloned();
     let mut admitted = admit_create(
         resource,
         old["metadata"]["namespace"].as_str(),
@@ -283,6 +285,9 @@ pub fn admit_update(
         mode,
         node_name,
     )?;
+    if let Some(rv) = read_version {
+        admitted.object["metadata"]["resourceVersion"] = rv;
+    }
     for key in [
         "uid",
         "creationTimestamp",

@@ -2,8 +2,8 @@
 //! (`v5.channel.k8s.io`, also `v4`): binary messages whose first byte is the stream (0 stdin,
 //! 1 stdout, 2 stderr, 3 error/status, 4 resize, 255 close); the exit reaches kubectl as a
 //! `Status` on stream 3 (shared/kubectl-wire.md §6). The process is started by the node's
-//! `__exec` helper inside the container. Not yet: TTYs (`-t` runs without a terminal) and the
-//! SPDY fallback older kubectl versions need.
+//! `__exec` helper inside the container; SPDY (kubectl before 1.30) is in `exec_spdy.rs`. Not
+//! yet: TTYs (`-t` runs without a terminal).
 
 use super::error::ApiError;
 use super::objects::Target;
@@ -93,14 +93,10 @@ pub async fn exec(
     let cmd = state
         .node
         .exec_command(uid, name, &container, &opts.command)?;
-    let (mut parts, _body) = req.into_parts();
-    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
-        .await
-        .map_err(|_| {
-            ApiError::bad_request(
-                "exec needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported yet",
-            )
-        })?;
+    let (mut parts, body) = req.into_parts();
+    let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        return super::exec_spdy::exec(Request::from_parts(parts, body), cmd, opts);
+    };
     Ok(ws
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| pump(socket, cmd, opts)))

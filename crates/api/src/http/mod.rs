@@ -6,10 +6,13 @@ pub mod admission;
 pub mod discovery;
 pub mod error;
 pub mod exec;
+pub mod exec_spdy;
 pub mod logs;
 pub mod objects;
+pub mod portforward;
 pub mod registry;
 pub mod serve;
+pub mod spdy;
 pub mod table;
 pub mod watch;
 
@@ -202,12 +205,11 @@ async fn route(state: Arc<ApiState>, req: Request) -> Result<Response, ApiError>
         }
         other => (None, other.to_vec()),
     };
-    // `/api/v1/namespaces/<name>` is the namespace object itself.
+    // `/api/v1/namespaces/<name>/status|finalize` are subresources of the namespace object.
     let (namespace, rest) = match (namespace, rest.as_slice()) {
-        (Some(ns), [resource]) if registry::lookup(group, version, resource).is_none() => (
-            None,
-            vec!["namespaces".to_string(), ns, resource.to_string()],
-        ),
+        (Some(ns), [sub]) if group.is_empty() && matches!(*sub, "status" | "finalize") => {
+            (None, vec!["namespaces".to_string(), ns, sub.to_string()])
+        }
         (ns, _) => (ns, rest.iter().map(|s| s.to_string()).collect()),
     };
     let resource_name = rest.first().ok_or_else(not_found_path)?;

@@ -109,9 +109,14 @@ pub async fn dispatch(
         {
             super::exec::exec(state, &target, name, req).await
         }
-        (_, Some(_), Some(sub @ ("attach" | "portforward"))) => Err(ApiError::bad_request(
-            format!("pods/{sub} is not supported by this peapod yet"),
-        )),
+        (&Method::GET | &Method::POST, Some(name), Some("portforward"))
+            if target.resource.kind == "Pod" =>
+        {
+            super::portforward::portforward(state, &target, name, req).await
+        }
+        (_, Some(_), Some(sub @ "attach")) => Err(ApiError::bad_request(format!(
+            "pods/{sub} is not supported by this peapod yet"
+        ))),
         _ => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
         }),
