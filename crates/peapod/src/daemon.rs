@@ -1,5 +1,6 @@
 //! The daemon machinery shared by `peapod serve` and `peapod run`: the store, the API server
-//! (TLS, client certificates), the node controller, and the objects every cluster has.
+//! (TLS, client certificates), the node controller, the pod network with its Service
+//! controller and cluster DNS, and the objects every cluster has.
 
 use anyhow::Context;
 use peapod_api::http::{router, serve::serve, ApiState};
@@ -8,6 +9,8 @@ use peapod_api::store::{ObjectKey, Store, StoreError};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
 use peapod_kubelet::Node;
+use peapod_net::dns::{DnsServer, Records};
+use peapod_net::{NetworkConfig, PodNetwork};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::Runtime;
 use serde_json::json;
@@ -15,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 /// A running daemon.
 pub struct Daemon {
@@ -23,6 +28,7 @@ pub struct Daemon {
     pub address: SocketAddr,
     pub kubeconfig: PathBuf,
     shutdown: watch::Sender<bool>,
+    network: Option<(PodNetwork, Vec<JoinHandle<()>>)>,
 }
 
 impl Daemon {
@@ -60,6 +66,7 @@ impl Daemon {
             images: Arc::new(images),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
+        let network = start_network(root, &store).await?;
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),
@@ -75,6 +82,7 @@ impl Daemon {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tls = pki.server_config().context("build the TLS configuration")?;
         tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
+        tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(controller.clone().run(store, node, node_name));
         Ok(Daemon {
             api,
@@ -82,11 +90,84 @@ impl Daemon {
             address,
             kubeconfig,
             shutdown,
+            network,
         })
     }
 
+    /// Stops the API; stops the Service controller and DNS and removes the nftables table, and
+    /// the bridge if no pod is left on it (a few short commands, at shutdown).
     pub fn stop_serving(&self) {
         let _ = self.shutdown.send(true);
+        if let Some((network, tasks)) = &self.network {
+            for task in tasks {
+                task.abort();
+            }
+            if let Err(error) = network.stop() {
+                warn!(error = %format!("{:#}", anyhow::Error::from(error)), "stop the pod network");
+            }
+        }
+    }
+}
+
+/// The pod network (bridge, addresses), the Service controller and cluster DNS on the bridge's
+/// address, unless `PEAPOD_NETWORK=none` (see `peapod_net::config` for the variables).
+async fn start_network(
+    root: &Path,
+    store: &Store,
+) -> anyhow::Result<Option<(PodNetwork, Vec<JoinHandle<()>>)>> {
+    let Some(config) = NetworkConfig::from_env(root).context("read the network configuration")?
+    else {
+        return Ok(None);
+    };
+    let bridge = config.bridge.clone();
+    let network = PodNetwork::start(config)
+        .await
+        .with_context(|| format!("set up the pod network on bridge {bridge}"))?;
+    let pods = root.join("pods");
+    match network
+        .collect_garbage(move |uid| pods.join(uid).exists())
+        .await
+    {
+        Ok(freed) if !freed.is_empty() => {
+            info!(count = freed.len(), "released addresses of removed pods")
+        }
+        Ok(_) => {}
+        Err(error) => {
+            warn!(error = %format!("{:#}", anyhow::Error::from(error)), "release addresses of removed pods")
+        }
+    }
+    peapod_net::install(network.clone());
+    let (records, records_rx) = watch::channel(Arc::new(Records::default()));
+    let mut tasks = vec![tokio::spawn(peapod_net::service::controller::run(
+        store.clone(),
+        network.clone(),
+        records,
+    ))];
+    let dns = SocketAddr::from((network.config().gateway(), 53));
+    match DnsServer::bind(dns).await {
+        Ok(server) => tasks.push(server.serve(records_rx)),
+        Err(error) => {
+            warn!(%error, %dns, "cluster DNS not served (another daemon on this bridge?)")
+        }
+    }
+    Ok(Some((network, tasks)))
+}
+
+/// How many revisions of history watches can resume from; older ones are compacted away (a
+/// watch from before then gets 410 Gone and re-lists, as with the API server's 5-minute window).
+const KEEP_REVISIONS: u64 = 10_000;
+
+/// Compacts the store's revision log once a minute.
+async fn compact_periodically(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let keep_after = store.revision().saturating_sub(KEEP_REVISIONS);
+        if keep_after > 0 {
+            if let Err(error) = store.compact(keep_after) {
+                tracing::warn!(%error, "compact the store");
+            }
+        }
     }
 }
 
