@@ -86,6 +86,14 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
             cli::logging::init_file(&dir.join("monitor.log"));
             Some(peapod_runtime::monitor::main(&dir))
         }
+        "__monitor" if argv.len() == 6 && argv[3] == "--supervise" => {
+            let fd = |i: usize| argv[i].to_str().and_then(|s| s.parse().ok()).unwrap_or(-1);
+            Some(peapod_runtime::monitor::supervise_main(
+                &PathBuf::from(&argv[2]),
+                fd(4),
+                fd(5),
+            ))
+        }
         "__monitor" if argv.len() == 4 && argv[3] == "--orphan" => Some(
             peapod_runtime::monitor::cleanup_orphan(&PathBuf::from(&argv[2])),
         ),

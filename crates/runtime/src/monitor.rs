@@ -66,14 +66,100 @@ fn run(dir: &ContainerDir) -> Result<()> {
         })?;
     let layers: Vec<&Path> = config.layers.iter().rev().map(PathBuf::as_path).collect();
     peapod_sys::mount::overlay(&layers, &dir.upper(), &dir.work(), &dir.rootfs())?;
-    let result = supervise(dir, &config);
-    cleanup(dir, &config);
+    let (started, out_r, err_r) = match start(dir, &config) {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup(dir, &config);
+            return Err(e);
+        }
+    };
+    report_ready(&format!("started {}", started.pid));
+    sysproc::stdout_to_null()?;
+    // Supervise from a fresh image of the binary: the pages libcontainer touched are not kept
+    // resident for the container's whole life (see `supervise_main`).
+    let error = exec_supervisor(dir, &out_r, &err_r);
+    tracing::warn!(%error, "re-exec of the monitor failed; supervising in place");
+    finish(dir, &config, started, out_r, err_r)
+}
+
+/// Pumps the container's output until it exits, cleans up, records the exit.
+fn finish(
+    dir: &ContainerDir,
+    config: &ContainerConfig,
+    started: Started,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> Result<()> {
+    let result = pump(config, started, out_r, err_r);
+    cleanup(dir, config);
     let exited = result?;
     atomic::write_json(&dir.exited(), &exited)
 }
 
-/// Creates and starts the container, then pumps its output into the log until it exits.
-fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
+/// Replaces this process with `peapod __monitor <dir> --supervise <out> <err>`, the pipes kept
+/// open across the exec. Keeps the PID (so the container stays our child) and the child
+/// subreaper flag. Returns only on failure.
+fn exec_supervisor(dir: &ContainerDir, out_r: &OwnedFd, err_r: &OwnedFd) -> std::io::Error {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    for fd in [out_r, err_r] {
+        if let Err(e) = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        ) {
+            return std::io::Error::from(e);
+        }
+    }
+    std::process::Command::new("/proc/self/exe")
+        .arg(crate::container::MONITOR_SUBCOMMAND)
+        .arg(&dir.path)
+        .arg("--supervise")
+        .arg(out_r.as_raw_fd().to_string())
+        .arg(err_r.as_raw_fd().to_string())
+        .exec()
+}
+
+/// `peapod __monitor <dir> --supervise <out fd> <err fd>`: the second half of the monitor,
+/// after the re-exec: output, exit, cleanup.
+pub fn supervise_main(dir: &Path, out_fd: i32, err_fd: i32) -> i32 {
+    let Some(id) = dir
+        .file_name()
+        .and_then(|n| ContainerId::parse(&n.to_string_lossy()))
+    else {
+        return 2;
+    };
+    let dir = ContainerDir {
+        id,
+        path: dir.to_path_buf(),
+    };
+    let (Ok(Some(config)), Ok(Some(started))) = (
+        atomic::read_json::<ContainerConfig>(&dir.config()),
+        atomic::read_json::<Started>(&dir.started()),
+    ) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "monitor: config.json or started.json missing after re-exec"
+        );
+        return 1;
+    };
+    let (Some(out_r), Some(err_r)) = (
+        peapod_sys::process::adopt_fd(out_fd),
+        peapod_sys::process::adopt_fd(err_fd),
+    ) else {
+        return 1;
+    };
+    match finish(&dir, &config, started, out_r, err_r) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));
+            1
+        }
+    }
+}
+
+/// Creates and starts the container; returns its start record and the read ends of its
+/// stdout and stderr.
+fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, OwnedFd, OwnedFd)> {
     let mut config = config.clone();
     config.resources.oom_score_adj = config.resources.oom_score_adj.map(allowed_oom_score_adj);
     let config = &config;
@@ -82,8 +168,7 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    let mut log =
-        RotatingLog::open(&config.log_path, MAX_SIZE, MAX_FILES).map_err(io(&config.log_path))?;
+
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let stdin: OwnedFd = File::open("/dev/null").map_err(io("/dev/null"))?.into();
@@ -103,16 +188,32 @@ fn supervise(dir: &ContainerDir, config: &ContainerConfig) -> Result<Exited> {
     };
     atomic::write_json(&dir.started(), &started)?;
     // Block signals only now: libcontainer's children inherit the mask, and a container must
-    // start with none blocked. A SIGCHLD that came earlier is caught by the first reap below.
+    // start with none blocked. A SIGCHLD that came earlier is caught by the first reap.
+    drop(sysproc::signal_fd(&[
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ])?);
+    Ok((started, out_r, err_r))
+}
+
+/// Pumps the container's output into its log until it exited and its pipes are drained.
+fn pump(
+    config: &ContainerConfig,
+    started: Started,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> Result<Exited> {
+    let pid = started.pid;
+    let mut log =
+        RotatingLog::open(&config.log_path, MAX_SIZE, MAX_FILES).map_err(io(&config.log_path))?;
     let signals = sysproc::signal_fd(&[
         Signal::SIGCHLD,
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
     ])?;
-    report_ready(&format!("started {pid}"));
-    peapod_sys::process::stdout_to_null()?;
-
     let mut pipes = [
         Some((File::from(out_r), Stream::Stdout, LineSplitter::default())),
         Some((File::from(err_r), Stream::Stderr, LineSplitter::default())),

@@ -49,40 +49,68 @@ pub fn catch_signals() -> Result<SignalFd> {
         .map_err(|e| SysError::new("signalfd", "init", e))
 }
 
-/// Sends signal number `signo` (real-time ones included) to every process in group `pgid`; a
-/// group that is already empty is not an error.
-pub fn signal_group(pgid: i32, signo: i32) -> Result<()> {
+/// Sends signal number `signo` (real-time ones included) to every process in group `pgid`.
+/// Returns whether the group existed; a group that is already empty is not an error.
+pub fn signal_group(pgid: i32, signo: i32) -> Result<bool> {
     if pgid <= 1 {
-        // kill(-1) and kill(0) would signal far more than one group.
+        // kill(0) and kill(-1) would signal far more than one group.
         return Err(SysError::new("kill", pgid, nix::Error::EINVAL));
     }
-    // SAFETY: kill(2) takes two integers and touches no memory; a negative pid names one
-    // process group, and `pgid > 1` was checked so it is never 0 or -1 (which fan out).
-    let rc = unsafe { libc::kill(-pgid, signo) };
-    if rc < 0 {
-        let e = nix::Error::last();
-        if e != nix::Error::ESRCH {
-            return Err(SysError::new("kill", format!("group {pgid}"), e));
-        }
-    }
-    Ok(())
+    raw_kill(-pgid, signo, "group")
 }
 
-/// Makes `command` start as the leader of a new process group which, when standard input is a
-/// terminal, becomes the terminal's foreground group before `execve`, so an interactive program
-/// (`kubectl run -it ... -- sh`) can read from it.
+/// Sends signal number `signo` to one process. Returns whether it existed.
+pub fn signal_process(pid: i32, signo: i32) -> Result<bool> {
+    if pid <= 0 {
+        return Err(SysError::new("kill", pid, nix::Error::EINVAL));
+    }
+    raw_kill(pid, signo, "process")
+}
+
+fn raw_kill(target: i32, signo: i32, what: &str) -> Result<bool> {
+    // SAFETY: kill(2) takes two integers and touches no memory. Callers never pass 0 or -1,
+    // which would fan out to the caller's group or to every process.
+    let rc = unsafe { libc::kill(target, signo) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    match nix::Error::last() {
+        nix::Error::ESRCH => Ok(false),
+        e => Err(SysError::new("kill", format!("{what} {}", target.abs()), e)),
+    }
+}
+
+/// What a child does with the controlling terminal before `execve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// Leave it alone (a supervised program, whose stdin is /dev/null).
+    Leave,
+    /// When standard input is a terminal, make the child's group its foreground group, so an
+    /// interactive program (`kubectl run -it ... -- sh`) can read from it.
+    TakeForeground,
+}
+
+/// Makes `command` start with an empty signal mask (init blocks every signal it reads from its
+/// signalfd, and a blocked mask survives `execve`), as the leader of a new process group, and
+/// with the terminal if `terminal` says so.
 ///
-/// This is done in the child, not in init after the spawn, so the program can never reach a
-/// terminal read while still in the background (which would stop it with SIGTTIN).
-pub fn spawn_in_foreground_group(command: &mut Command) {
+/// The terminal is taken in the child, not by init after the spawn, so the program can never
+/// reach a terminal read while still in the background (which would stop it with SIGTTIN).
+pub fn prepare_child(command: &mut Command, terminal: Terminal) {
     command.process_group(0);
-    let closure = || {
+    let closure = move || {
         // SAFETY: runs in the forked child before execve, so only async-signal-safe calls are
-        // made: isatty, signal, tcsetpgrp and getpgrp, all on integers. SIGTTOU is ignored
-        // around tcsetpgrp because a background group calling it would otherwise be stopped;
-        // it is put back to the default so the program starts with default dispositions.
+        // made: sigemptyset, sigprocmask, isatty, signal, tcsetpgrp and getpgrp, on integers
+        // and on `set`, a sigset_t on this stack frame that sigemptyset initialises before
+        // sigprocmask reads it. SIGTTOU is ignored around tcsetpgrp because a background group
+        // calling it would otherwise be stopped; it is put back to the default afterwards.
         unsafe {
-            if libc::isatty(libc::STDIN_FILENO) == 1 {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            if libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if terminal == Terminal::TakeForeground && libc::isatty(libc::STDIN_FILENO) == 1 {
                 libc::signal(libc::SIGTTOU, libc::SIG_IGN);
                 libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
                 libc::signal(libc::SIGTTOU, libc::SIG_DFL);
@@ -90,7 +118,8 @@ pub fn spawn_in_foreground_group(command: &mut Command) {
         }
         Ok(())
     };
-    // SAFETY: the closure only makes async-signal-safe calls (see above) and allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe calls (see above) and allocates nothing
+    // on its success path.
     unsafe {
         command.pre_exec(closure);
     }

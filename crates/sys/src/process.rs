@@ -174,3 +174,15 @@ pub fn can_lower_oom_score() -> bool {
     }
     lowered
 }
+
+/// Takes ownership of a descriptor inherited across `execve` (passed by number on the command
+/// line); `None` if it is not an open descriptor.
+pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return None;
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded), above stdio, and was handed to this process
+    // to own by its own previous image; nothing else in this process refers to it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
