@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import manifests  # noqa: E402
@@ -105,6 +106,7 @@ def main():
         report.write(args.out, results)
         shutil.rmtree(peapod.root, ignore_errors=True)
         shutil.rmtree(crun.dir, ignore_errors=True)
+        os.remove(binary)
     print("bench: wrote %s (raw results in %s)" % (args.out, args.json), file=sys.stderr)
     return 1 if "error" in results else 0
 

@@ -36,7 +36,8 @@ const NOT_CAUGHT: [Signal; 12] = [
 ///
 /// Blocked signals are queued even for a PID 1 whose disposition is the default, which is what
 /// lets a namespace's init receive them without installing handlers (pid_namespaces(7)).
-/// Children started with `std::process::Command` get an empty signal mask back before `execve`.
+/// The mask is inherited across fork and `execve`: children get an empty one back through
+/// [`prepare_child`].
 pub fn catch_signals() -> Result<SignalFd> {
     // `SigSet::all()` is `sigfillset`, which in glibc leaves out its two internal signals.
     let mut set = SigSet::all();

@@ -1,0 +1,187 @@
+//! The pod network of one daemon: the bridge, pod addresses and veths, and the nftables table
+//! that the Service proxy fills. Every method that runs commands is async and does its work on
+//! a blocking thread; `stop` runs at shutdown.
+//!
+//! The daemon installs its network once per process ([`install`]); the kubelet finds it with
+//! [`installed`] when it creates and removes pod sandboxes. Without one (unit and component
+//! tests, `PEAPOD_NETWORK=none`) pods have loopback only, as before.
+
+use crate::bridge;
+use crate::config::NetworkConfig;
+use crate::error::NetError;
+use crate::ipam::Ipam;
+use crate::nft;
+use crate::veth;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Clone)]
+pub struct PodNetwork {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: NetworkConfig,
+    ipam: Ipam,
+    /// Held while the table is written; true once stopped, so a ruleset still on its way
+    /// cannot bring the table back after `stop` deleted it.
+    table: Mutex<bool>,
+}
+
+static INSTALLED: OnceLock<PodNetwork> = OnceLock::new();
+
+/// Makes `network` the one the kubelet uses in this process (the first call wins).
+pub fn install(network: PodNetwork) {
+    let _ = INSTALLED.set(network);
+}
+
+/// The network the daemon installed, if any.
+pub fn installed() -> Option<PodNetwork> {
+    INSTALLED.get().cloned()
+}
+
+/// The address of pod `uid` on the installed network (a file read, no command).
+pub fn pod_ip(uid: &str) -> Option<Ipv4Addr> {
+    INSTALLED.get().and_then(|n| n.pod_ip(uid))
+}
+
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, NetError> + Send + 'static,
+) -> Result<T, NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| NetError::Join { op })?
+}
+
+impl PodNetwork {
+    /// Creates (or adopts) the bridge and writes the base nftables table (no Services yet).
+    pub async fn start(config: NetworkConfig) -> Result<PodNetwork, NetError> {
+        config.validate()?;
+        let ipam = Ipam::open(&config.ipam_dir, config.pod_cidr)?;
+        let network = PodNetwork {
+            inner: Arc::new(Inner {
+                config,
+                ipam,
+                table: Mutex::new(false),
+            }),
+        };
+        let n = network.clone();
+        blocking("start network", move || {
+            let c = &n.inner.config;
+            let _lock = bridge::lock(&c.bridge)?;
+            bridge::ensure(c)?;
+            nft::replace_table(&c.table, &nft::ruleset(c, &[]))
+        })
+        .await?;
+        Ok(network)
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.inner.config
+    }
+
+    /// Gives pod `uid` an address and makes its veth pair (the pod end still on the host).
+    pub async fn allocate(&self, uid: &str) -> Result<Ipv4Addr, NetError> {
+        let (n, uid) = (self.clone(), uid.to_string());
+        blocking("allocate pod address", move || {
+            let c = &n.inner.config;
+            let _lock = bridge::lock(&c.bridge)?;
+            // A daemon that stopped meanwhile may have removed an empty bridge.
+            bridge::ensure(c)?;
+            let ip = n
+                .inner
+                .ipam
+                .allocate(&uid, |ip| bridge::device_exists(&veth::host_name(ip)))?;
+            veth::create(ip).inspect_err(|_| {
+                let _ = n.inner.ipam.release(&uid);
+            })?;
+            Ok(ip)
+        })
+        .await
+    }
+
+    /// Moves pod `uid`'s veth end into the network namespace pinned at `netns` as `eth0`.
+    pub async fn connect(&self, uid: &str, netns: &Path) -> Result<Ipv4Addr, NetError> {
+        let (n, uid, netns) = (self.clone(), uid.to_string(), netns.to_path_buf());
+        blocking("connect pod", move || {
+            let c = &n.inner.config;
+            let ip = n.inner.ipam.lookup(&uid)?.ok_or_else(|| NetError::Io {
+                op: "find address of pod",
+                path: PathBuf::from(&uid),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+            let _lock = bridge::lock(&c.bridge)?;
+            veth::connect(c, ip, &netns)?;
+            Ok(ip)
+        })
+        .await
+    }
+
+    /// Deletes pod `uid`'s veth pair and frees its address (nothing to do if it has none).
+    pub async fn release(&self, uid: &str) -> Result<(), NetError> {
+        let (n, uid) = (self.clone(), uid.to_string());
+        blocking("release pod address", move || n.release_blocking(&uid)).await
+    }
+
+    fn release_blocking(&self, uid: &str) -> Result<(), NetError> {
+        if let Some(ip) = self.inner.ipam.lookup(uid)? {
+            veth::delete(ip)?;
+            self.inner.ipam.release(uid)?;
+        }
+        Ok(())
+    }
+
+    /// The address of pod `uid`, if it has one.
+    pub fn pod_ip(&self, uid: &str) -> Option<Ipv4Addr> {
+        self.inner.ipam.lookup(uid).ok().flatten()
+    }
+
+    /// Frees the addresses whose owner is not `live` (pods removed while no daemon ran).
+    pub async fn collect_garbage(
+        &self,
+        live: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Vec<Ipv4Addr>, NetError> {
+        let n = self.clone();
+        blocking("collect pod addresses", move || {
+            let mut freed = Vec::new();
+            for (ip, owner) in n.inner.ipam.allocations()? {
+                if !live(&owner) {
+                    n.release_blocking(&owner)?;
+                    freed.push(ip);
+                }
+            }
+            Ok(freed)
+        })
+        .await
+    }
+
+    /// Replaces the daemon's nftables table with `ruleset` (one atomic transaction).
+    pub async fn apply_ruleset(&self, ruleset: String) -> Result<(), NetError> {
+        let n = self.clone();
+        blocking("apply nftables ruleset", move || {
+            let stopped = n.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return Ok(());
+            }
+            nft::replace_table(&n.inner.config.table, &ruleset)
+        })
+        .await
+    }
+
+    /// At daemon shutdown: deletes the daemon's nftables table, and the bridge with its guard
+    /// table when no pod is left on it (running pods keep their network). Blocking: a few
+    /// short commands.
+    pub fn stop(&self) -> Result<(), NetError> {
+        let c = &self.inner.config;
+        {
+            let mut stopped = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+            *stopped = true;
+            nft::delete_table(&c.table)?;
+        }
+        let _lock = bridge::lock(&c.bridge)?;
+        bridge::remove_if_unused(c).map(drop)
+    }
+}

@@ -1,0 +1,595 @@
+//! Pod networking, Services and cluster DNS end to end (issue 7), with `peapod serve` and the
+//! real kubectl 1.33: two pods get distinct addresses and both listen on port 80, one reaches
+//! the other by IP; a Service selecting a pod is reached by its DNS name from another pod;
+//! `kubectl expose --type=NodePort` is reached from the host on 127.0.0.1:<nodePort>. The
+//! daemon runs on a network of its own (bridge `ppe2esvc0`, pods 10.124.0.0/24, Services
+//! 10.124.1.0/24, nftables table `ppe2esvc`, set through `PEAPOD_*` variables), so it never
+//! touches a developer's networks or another daemon's; all traffic stays on that bridge and
+//! loopback. At the end the pods are deleted through kubectl, the daemon is stopped with
+//! SIGTERM, and the test checks that no device, route, table, address file, process or mount
+//! is left. A failing test still cleans up (`Drop`).
+//!
+//! The binary is `PEAPOD_BIN`, else `<workspace>/target/debug/peapod` (`cargo build -p peapod`
+//! first); the image is `images/out/busybox.oci.tar` (`python3 images/build.py`), or
+//! `$PEAPOD_TEST_IMAGES/busybox.oci.tar`. Runs as root, needs `ip` and `nft`. Waits poll with
+//! deadlines.
+//!
+//! busybox `wget -T` crashes in Debian's busybox 1.35, so requests carry no timeout of their
+//! own: the kubectl command timeout bounds them, and the network answers refusals at once.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_secs(90);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+const BRIDGE: &str = "ppe2esvc0";
+const TABLE: &str = "ppe2esvc";
+const POD_CIDR_PREFIX: &str = "10.124.0.";
+const SERVICE_CIDR: &str = "10.124.1.0/24";
+/// Host ends of pod veths are `pp` + the address in hex: 10.124.0.x is `pp0a7c00xx`.
+const VETH_PREFIX: &str = "pp0a7c00";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn peapod_bin() -> PathBuf {
+    let bin = std::env::var_os("PEAPOD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/peapod"));
+    assert!(
+        bin.is_file(),
+        "peapod binary {} not found: run `cargo build -p peapod` first, or set PEAPOD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn busybox_archive() -> PathBuf {
+    let dir = std::env::var_os("PEAPOD_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("images/out"));
+    let archive = dir.join("busybox.oci.tar");
+    assert!(
+        archive.is_file(),
+        "test image {} is missing: run `python3 images/build.py` first",
+        archive.display()
+    );
+    archive
+}
+
+fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Runs `cmd` to its end, killed after `COMMAND_TIMEOUT`.
+fn run(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let done = poll_until(deadline, || child.try_wait().ok().flatten());
+    if done.is_none() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    child.wait_with_output().expect("wait for command")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout:\n{}--- stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Host links whose name starts with `prefix`.
+fn links(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+fn nft_table_exists() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn service_route_exists() -> bool {
+    Command::new("ip")
+        .args(["route", "show", SERVICE_CIDR])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// peapod processes working below `root` (the monitors).
+fn processes_of(root: &Path) -> Vec<i32> {
+    let needle = format!("{}/", root.display());
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != std::process::id() as i32)
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle) && cmd.split(' ').next().is_some_and(|a| a.ends_with("peapod"))
+        })
+        .collect()
+}
+
+/// One `GET /` on 127.0.0.1:`port`: the body when the answer is 200.
+fn http_get(port: u16) -> Option<String> {
+    let timeout = Duration::from_secs(2);
+    let mut s = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+/// `peapod serve` on a temporary root and a network of its own.
+struct Cluster {
+    daemon: Option<Child>,
+    root: PathBuf,
+    dir: tempfile::TempDir,
+    finished: bool,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "e2e tests must run as root"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-services-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        let load = Command::new(peapod_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(["image", "load", "-i"])
+            .arg(busybox_archive())
+            .env_remove("PEAPOD_LOG")
+            .output()
+            .expect("run peapod image load");
+        assert!(load.status.success(), "image load: {load:?}");
+        let mut cluster = Cluster {
+            daemon: None,
+            root,
+            dir,
+            finished: false,
+        };
+        cluster.remove_network();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(cluster.log_path()).expect("daemon log");
+            let err = log.try_clone().expect("daemon log");
+            cluster.daemon = Some(
+                Command::new(peapod_bin())
+                    .arg("--root")
+                    .arg(&cluster.root)
+                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                    .env_remove("PEAPOD_LOG")
+                    .env("PEAPOD_BRIDGE", BRIDGE)
+                    .env("PEAPOD_POD_CIDR", "10.124.0.0/24")
+                    .env("PEAPOD_SERVICE_CIDR", SERVICE_CIDR)
+                    .env("PEAPOD_NFT_TABLE", TABLE)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err)
+                    .spawn()
+                    .expect("spawn peapod serve"),
+            );
+            if cluster.wait_ready() {
+                return cluster;
+            }
+            cluster.daemon = None;
+            assert!(
+                cluster.log().contains("Address already in use"),
+                "peapod serve exited\n{}",
+                cluster.log()
+            );
+        }
+        panic!("no free port for peapod serve\n{}", cluster.log());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let ready = poll_until(Instant::now() + Duration::from_secs(30), || {
+            let daemon = self.daemon.as_mut().expect("daemon");
+            if daemon.try_wait().expect("try_wait").is_some() {
+                return Some(false);
+            }
+            if !self.root.join("kubeconfig").is_file() {
+                return None;
+            }
+            let out = self.kubectl(&["get", "--raw", "/readyz"]);
+            (out.status.success() && out.stdout == b"ok").then_some(true)
+        });
+        ready.unwrap_or_else(|| panic!("peapod serve not ready in 30 s\n{}", self.log()))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- peapod serve log:\n{}",
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        )
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.arg("--kubeconfig")
+            .arg(self.root.join("kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("KUBECONFIG");
+        run(cmd)
+    }
+
+    /// stdout of a kubectl command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}\n{}",
+            args.join(" "),
+            text(&out),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls a kubectl command until it succeeds with stdout satisfying `want`.
+    fn ok_until(&self, args: &[&str], want: impl Fn(&str) -> bool) -> String {
+        let mut last = None;
+        let found = poll_until(Instant::now() + TIMEOUT, || {
+            let out = self.kubectl(args);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let good = out.status.success() && want(&stdout);
+            last = Some(out);
+            good.then_some(stdout)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "kubectl {}: no satisfying output in {TIMEOUT:?}; last: {}\n{}",
+                args.join(" "),
+                last.map(|o| text(&o)).unwrap_or_default(),
+                self.log()
+            )
+        })
+    }
+
+    fn apply(&self, name: &str, yaml: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    }
+
+    fn wait_ready_pod(&self, pod: &str) -> String {
+        self.ok_until(
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP}",
+            ],
+            |s| s.starts_with("True ") && s.len() > 5,
+        )
+        .trim_start_matches("True ")
+        .trim()
+        .to_string()
+    }
+
+    /// Removes this test's network leftovers (a killed earlier run, or a failed one).
+    fn remove_network(&self) {
+        for link in links(VETH_PREFIX).into_iter().chain([BRIDGE.to_string()]) {
+            if Path::new("/sys/class/net").join(&link).exists() {
+                let _ = Command::new("ip").args(["link", "del", &link]).output();
+            }
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", TABLE])
+            .output();
+    }
+
+    fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
+        let mut daemon = self.daemon.take()?;
+        let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+        let status = poll_until(Instant::now() + Duration::from_secs(20), || {
+            daemon.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        status
+    }
+
+    fn sweep(&self) {
+        for pid in processes_of(&self.root) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = poll_until(Instant::now() + Duration::from_secs(10), || {
+            processes_of(&self.root).is_empty().then_some(())
+        });
+        let mut mounts = mounts_under(&self.root);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        self.remove_network();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.daemon.is_some() {
+            let _ = self.kubectl(&["delete", "pods", "--all", "--wait=true", "--timeout=30s"]);
+        }
+        self.stop_daemon();
+        self.sweep();
+    }
+}
+
+const PODS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports:
+    - name: http
+      containerPort: 80
+    readinessProbe:
+      tcpSocket:
+        port: 80
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-client > /www/index.html && httpd -p 80 -h /www; while true; do sleep 0.2; done"]
+"#;
+
+#[test]
+fn pod_ips_services_dns_and_node_ports() {
+    let mut c = Cluster::start();
+    c.apply("pods.yaml", PODS);
+    let web_ip = c.wait_ready_pod("web");
+    let client_ip = c.wait_ready_pod("client");
+    assert!(web_ip.starts_with(POD_CIDR_PREFIX), "web IP {web_ip}");
+    assert!(
+        client_ip.starts_with(POD_CIDR_PREFIX),
+        "client IP {client_ip}"
+    );
+    assert_ne!(web_ip, client_ip);
+
+    // Both pods listen on port 80; each reaches the other by IP.
+    let body = c.ok_until(
+        &[
+            "exec",
+            "client",
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{web_ip}/"),
+        ],
+        |s| !s.is_empty(),
+    );
+    assert_eq!(body, "hello-from-web\n");
+    let body = c.ok_until(
+        &[
+            "exec",
+            "web",
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{client_ip}/"),
+        ],
+        |s| !s.is_empty(),
+    );
+    assert_eq!(body, "hello-from-client\n");
+
+    // The kubelet's files carry the pod network.
+    let hosts = c.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{web_ip}\tweb\n")), "{hosts}");
+    let resolv = c.ok(&["exec", "web", "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.124.0.1\noptions ndots:5\n"
+    );
+
+    // A Service by name, from another pod, through cluster DNS and the ClusterIP.
+    c.ok(&[
+        "expose",
+        "pod",
+        "web",
+        "--port=80",
+        "--target-port=http",
+        "--name=web",
+    ]);
+    let cluster_ip = c.ok_until(
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+        |s| s.starts_with("10.124.1."),
+    );
+    c.ok_until(
+        &[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}",
+        ],
+        |s| s == web_ip,
+    );
+    let body = c.ok_until(
+        &[
+            "exec",
+            "client",
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://web.default.svc.cluster.local:80/",
+        ],
+        |s| !s.is_empty(),
+    );
+    assert_eq!(body, "hello-from-web\n");
+    let lookup = c.ok(&[
+        "exec",
+        "client",
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(lookup.contains(&cluster_ip), "{lookup}");
+    let nx = c.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "nslookup",
+        "no-such-service.default.svc.cluster.local",
+    ]);
+    assert!(!nx.status.success(), "{}", text(&nx));
+
+    // NodePort from the host.
+    c.ok(&[
+        "expose",
+        "pod",
+        "web",
+        "--type=NodePort",
+        "--port=80",
+        "--name=web-np",
+    ]);
+    let node_port: u16 = c
+        .ok_until(
+            &[
+                "get",
+                "svc",
+                "web-np",
+                "-o",
+                "jsonpath={.spec.ports[0].nodePort}",
+            ],
+            |s| !s.is_empty(),
+        )
+        .parse()
+        .expect("node port");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    let body = poll_until(Instant::now() + TIMEOUT, || http_get(node_port))
+        .unwrap_or_else(|| panic!("nothing on 127.0.0.1:{node_port}\n{}", c.log()));
+    assert_eq!(body, "hello-from-web\n");
+
+    // Deleting a Service removes its rules and Endpoints.
+    c.ok(&["delete", "svc", "web-np", "web"]);
+    c.ok_until(&["get", "endpoints", "-o", "name"], |s| s.trim().is_empty());
+    assert!(
+        poll_until(Instant::now() + TIMEOUT, || http_get(node_port)
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "node port {node_port} still answers after the Service was deleted"
+    );
+
+    // Cleanup through kubectl, then the daemon; nothing of the network is left.
+    c.finished = true;
+    c.ok(&["delete", "pods", "--all", "--wait=true", "--timeout=60s"]);
+    c.ok_until(&["get", "pods", "-o", "name"], |s| s.trim().is_empty());
+    assert_eq!(links(VETH_PREFIX), Vec::<String>::new(), "pod veths left");
+    let ipam = c.root.join("ipam").join(BRIDGE);
+    let left: Vec<String> = std::fs::read_dir(&ipam)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "last")
+        .collect();
+    assert!(left.is_empty(), "addresses still allocated: {left:?}");
+    let status = c.stop_daemon();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "daemon exit {status:?}\n{}",
+        c.log()
+    );
+    assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
+    assert!(!nft_table_exists(), "nft table {TABLE} left");
+    assert!(!service_route_exists(), "route {SERVICE_CIDR} left");
+    assert_eq!(processes_of(&c.root), Vec::<i32>::new(), "processes left");
+    assert_eq!(mounts_under(&c.root), Vec::<PathBuf>::new(), "mounts left");
+}
