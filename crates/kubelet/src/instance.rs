@@ -383,6 +383,20 @@ fn prepare(
     for m in &mut config.mounts {
         prepare_mount_source(ctx, pod_dir, container, m)?;
     }
+    if crate::translate::wants_init(ctx) {
+        // A static build (docs/init.md); PEAPOD_INIT_BINARY points elsewhere.
+        let binary = std::env::var_os("PEAPOD_INIT_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| node.runtime.exe().with_file_name("peapod-init"));
+        if !binary.is_file() {
+            return Err(format!(
+                "CreateContainerConfigError: {}: {} not found (see docs/init.md)",
+                crate::translate::INIT_ANNOTATION,
+                binary.display()
+            ));
+        }
+        crate::translate::inject_init(&mut config.args, &mut config.mounts, &binary);
+    }
     let log_path = config.log_path.clone();
     let stop_signal = image
         .config

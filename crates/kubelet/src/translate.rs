@@ -237,6 +237,34 @@ fn env_value(
     Ok(Some(String::new()))
 }
 
+/// The annotation with which a pod asks for peapod-init as its containers' PID 1, like
+/// `docker run --init` (docs/init.md).
+pub const INIT_ANNOTATION: &str = "peapod.dev/init";
+/// Where the injected static peapod-init is bind-mounted in the container.
+pub const INIT_PATH: &str = "/run/peapod-init";
+
+pub fn wants_init(ctx: &PodContext) -> bool {
+    ctx.pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INIT_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Mounts `binary` read-only at INIT_PATH and runs argv as `INIT_PATH -- argv`, unless argv
+/// already starts with INIT_PATH (the container asks for supervision: `--config ...`).
+pub fn inject_init(args: &mut Vec<String>, mounts: &mut Vec<Mount>, binary: &Path) {
+    mounts.push(Mount {
+        source: binary.to_path_buf(),
+        destination: INIT_PATH.into(),
+        read_only: true,
+    });
+    if args.first().map(String::as_str) != Some(INIT_PATH) {
+        args.splice(0..0, [INIT_PATH.to_owned(), "--".to_owned()]);
+    }
+}
+
 /// The downward API's `resourceFieldRef`: a container's limit or request, in units of
 /// `divisor` rounded up; an unset limit is the node's allocatable amount
 /// (<https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-resourcefieldref>).
@@ -554,6 +582,23 @@ mod tests {
             env: vec!["PATH=/bin".into(), "A=image".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn init_injection() {
+        let mut args = vec!["sh".to_string(), "-c".to_string(), "x".to_string()];
+        let mut mounts = Vec::new();
+        inject_init(&mut args, &mut mounts, Path::new("/opt/peapod-init"));
+        assert_eq!(args, vec![INIT_PATH, "--", "sh", "-c", "x"]);
+        assert_eq!(mounts[0].destination, INIT_PATH);
+        assert!(mounts[0].read_only);
+        let mut args = vec![
+            INIT_PATH.to_string(),
+            "--config".to_string(),
+            "/etc/init.yaml".to_string(),
+        ];
+        inject_init(&mut args, &mut Vec::new(), Path::new("/opt/peapod-init"));
+        assert_eq!(args[1], "--config");
     }
 
     #[test]
