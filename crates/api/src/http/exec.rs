@@ -102,6 +102,28 @@ pub async fn exec(
         .on_upgrade(move |socket| pump(socket, cmd, opts)))
 }
 
+/// Asks the `__exec` helper to end its process when it is dropped before it finished (the
+/// client went away): SIGTERM to the helper, which SIGKILLs the process in the container. A
+/// plain kill of the helper would leave that process running (SIGKILL cannot be forwarded).
+pub struct EndOnDrop(pub Option<u32>);
+
+impl EndOnDrop {
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
 /// A close frame with code 1000: kubectl reports a close without a status as an error.
 fn normal_close() -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
@@ -151,7 +173,7 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
     } else {
         Stdio::null()
     })
-    .kill_on_drop(true);
+    .kill_on_drop(false);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -161,6 +183,7 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
             return;
         }
     };
+    let mut guard = EndOnDrop(child.id());
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(32);
     let mut readers = Vec::new();
     for (stream, pipe) in [
@@ -219,13 +242,11 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
                     Some(255) if data.get(1) == Some(&0) => stdin = None,
                     _ => {}
                 },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    let _ = child.start_kill();
-                    return;
-                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => {}
             },
             status = child.wait(), if !outputs_open => {
+                guard.disarm();
                 let code = status.ok().and_then(|s| s.code());
                 let _ = socket.send(frame(3, exit_status(code).to_string().as_bytes())).await;
                 let _ = socket.send(normal_close()).await;
@@ -233,7 +254,6 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
             }
         }
     }
-    let _ = child.start_kill();
 }
 
 #[cfg(test)]

@@ -140,7 +140,8 @@ async fn run(
         stderr: streams.stderr.map(|s| s.writer),
         resize: streams.resize.map(|s| s.reader),
     };
-    // The client leaving (or resetting the error stream) drops the command: kill_on_drop.
+    // The client leaving (or resetting the error stream) drops the command, which ends it
+    // (`EndOnDrop`).
     let status = tokio::select! {
         status = execute(cmd, &opts, io) => status,
         () = gone.closed() => return,
@@ -184,13 +185,14 @@ async fn execute(cmd: std::process::Command, opts: &ExecOptions, io: Io) -> Valu
         .stdin(piped(io.stdin.is_some()))
         .stdout(piped(io.stdout.is_some()))
         .stderr(piped(err_to.is_some()))
-        .kill_on_drop(true);
+        .kill_on_drop(false);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             return json!({"metadata": {}, "status": "Failure", "message": format!("exec: {e}"), "reason": "InternalError"})
         }
     };
+    let mut guard = super::exec::EndOnDrop(child.id());
     let feed = feed_stdin(io.stdin, child.stdin.take());
     let drain_resize = drain(io.resize);
     let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
@@ -206,10 +208,12 @@ async fn execute(cmd: std::process::Command, opts: &ExecOptions, io: Io) -> Valu
         tokio::join!(feed, drain_resize);
         std::future::pending::<()>().await
     };
-    tokio::select! {
+    let status = tokio::select! {
         status = main => status,
         () = background => json!({}),
-    }
+    };
+    guard.disarm();
+    status
 }
 
 /// Client stdin into the command until the client half-closes it; then the pipe closes. What
