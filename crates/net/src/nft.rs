@@ -30,7 +30,9 @@ pub fn ruleset(c: &NetworkConfig, rules: &[ServiceRule]) -> String {
     }
     s.push_str("  }\n");
     s.push_str("  chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }\n");
-    s.push_str("  chain output { type nat hook output priority -100; policy accept; jump services; }\n");
+    s.push_str(
+        "  chain output { type nat hook output priority -100; policy accept; jump services; }\n",
+    );
     let _ = write!(
         s,
         "  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ct status dnat oifname \"{br}\" masquerade;"

@@ -59,7 +59,11 @@ impl Drop for Cleanup {
         }
         let _ = ip(&["link", "del", OUTSIDE_HOST_DEV]);
         let _ = ip(&["link", "del", BRIDGE]);
-        for table in [TABLE.to_string(), format!("{TABLE}2"), format!("{BRIDGE}_guard")] {
+        for table in [
+            TABLE.to_string(),
+            format!("{TABLE}2"),
+            format!("{BRIDGE}_guard"),
+        ] {
             let _ = Command::new("nft")
                 .args(["delete", "table", "ip", &table])
                 .output();
@@ -331,10 +335,20 @@ async fn pods_services_dns_and_cleanup() {
     .expect("second daemon");
     other.stop().expect("stop second daemon");
     assert!(ip(&["link", "show", BRIDGE]).is_ok(), "bridge kept");
-    assert!(nft_tables().contains(&format!("{BRIDGE}_guard")), "guard kept");
-    assert!(!nft_tables().contains(&format!("{TABLE}2")), "second table removed");
+    assert!(
+        nft_tables().contains(&format!("{BRIDGE}_guard")),
+        "guard kept"
+    );
+    assert!(
+        !nft_tables().contains(&format!("{TABLE}2")),
+        "second table removed"
+    );
     assert_eq!(fetch_from(PODS[0], outside), None, "still isolated");
-    assert_eq!(fetch_from(PODS[0], svc).as_deref(), Some("from-b"), "service kept");
+    assert_eq!(
+        fetch_from(PODS[0], svc).as_deref(),
+        Some("from-b"),
+        "service kept"
+    );
 
     // Release: veths gone, addresses free; stop: table and bridge gone.
     for ns in PODS {
@@ -345,7 +359,11 @@ async fn pods_services_dns_and_cleanup() {
     net.stop().expect("stop");
     assert!(ip(&["link", "show", BRIDGE]).is_err(), "bridge removed");
     assert!(!ip(&["route"]).expect("routes").contains("10.123.1.0/24"));
-    assert!(!nft_tables().contains(TABLE), "tables left: {}", nft_tables());
+    assert!(
+        !nft_tables().contains(TABLE),
+        "tables left: {}",
+        nft_tables()
+    );
     let left: Vec<_> = std::fs::read_dir(ipam.path())
         .expect("ipam dir")
         .flatten()

@@ -1365,6 +1365,7 @@ mod latest {
         k.ok(&["create", "-f", &file]);
         k.wait_phase("forced", "Running");
         let ids = k.container_ids("forced");
+        let uid = k.jsonpath(&["pod", "forced"], "{.metadata.uid}");
         let out = k.run(&["delete", "pod", "forced", "--grace-period=0", "--force"]);
         assert!(out.status.success(), "{out}");
         assert_eq!(out.stdout.trim(), "pod \"forced\" force deleted", "{out}");
@@ -1374,16 +1375,21 @@ mod latest {
         );
         // Gone from the API at once, without waiting for the kubelet.
         k.assert_pod_gone("forced");
-        // The kubelet still stops the containers (SIGTERM; these exit on it).
+        // The kubelet still stops the containers (SIGTERM; these exit on it) and removes the
+        // sandbox; only then may the daemon stop, or the sandbox's mounts stay behind.
+        let deadline = Instant::now() + Duration::from_secs(30);
         for id in &ids {
             assert!(
-                poll_until(Instant::now() + Duration::from_secs(20), || {
-                    (!monitor_running(&c.root, id)).then_some(())
-                })
-                .is_some(),
+                poll_until(deadline, || (!monitor_running(&c.root, id)).then_some(())).is_some(),
                 "container {id} of the force-deleted pod still running"
             );
         }
+        let sandbox = c.root.join("pods").join(&uid);
+        assert!(
+            poll_until(deadline, || (!sandbox.exists()).then_some(())).is_some(),
+            "sandbox {} of the force-deleted pod still there",
+            sandbox.display()
+        );
         c.finish();
     }
 

@@ -539,7 +539,20 @@ pub fn host_net_devices() -> BTreeSet<String> {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !is_pod_network_device(n))
         .collect()
+}
+
+/// The shared bridge and the pods' veths (`pp` + the pod IPv4 in 8 hex digits) come and go
+/// with other tests running in parallel; a run's own veths are checked through its IPAM
+/// records instead (`assert_no_leaks`: none left allocated under the root).
+fn is_pod_network_device(n: &str) -> bool {
+    // The peer end is briefly `pp<hex>p` on the host before it moves into the pod as `eth0`.
+    let veth = n.strip_suffix('p').unwrap_or(n);
+    n == "peapod0"
+        || (veth.len() == 10
+            && veth.starts_with("pp")
+            && veth[2..].bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Which stream of `peapod run` a line came from.
@@ -782,6 +795,26 @@ impl RunningPod {
             self.transcript()
         );
         root.assert_no_leaks();
+        let ipam = self.root.join("ipam");
+        let allocated: Vec<String> = std::fs::read_dir(&ipam)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|bridge| bridge.path().is_dir())
+            .flat_map(|bridge| {
+                std::fs::read_dir(bridge.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect();
+        assert!(
+            allocated.is_empty(),
+            "pod addresses still allocated under {}: {allocated:?}",
+            ipam.display()
+        );
         let after = host_net_devices();
         assert_eq!(
             after.len(),
