@@ -5,7 +5,8 @@ Writes into --out (default images/out):
   busybox.oci.tar     OCI image layout, docker.io/library/busybox:latest, one gzip layer
   busybox.docker.tar  the same image in `docker save` format (RepoTags busybox:latest)
   python.oci.tar      docker.io/library/python:3: the busybox layer plus a layer with this
-                      host's python3, its shared libraries and its stdlib
+                      host's python3, its shared libraries and its stdlib, and libgcc_s
+                      (so a dynamically linked Rust binary runs in it too)
 
 Output is deterministic (mtime 0, uid/gid 0, sorted entries, gzip without timestamp), so
 digests are stable from run to run; an archive whose inputs did not change is not rebuilt.
@@ -210,9 +211,27 @@ def python_tree(python):
         for name in files:
             if name.endswith(".so"):
                 libs.update(ldd(os.path.join(root, name)))
+    libs.add(libgcc_s())
     for lib in sorted(libs):
         tree.file(lib, os.path.realpath(lib))
     return tree, env
+
+
+def libgcc_s():
+    """The host's libgcc_s.so.1, which python does not need but a dynamically linked Rust
+    binary does (the tests run target/debug/peapod-init in this image). Found at glibc's
+    multiarch path, so the image does not depend on whether peapod-init was built yet; else
+    through ldd of peapod-init."""
+    path = f"/lib/{platform.machine()}-linux-gnu/libgcc_s.so.1"
+    if os.path.exists(path):
+        return path
+    init = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "..", "target", "debug", "peapod-init")
+    found = [l for l in (ldd(init) if os.path.exists(init) else [])
+             if os.path.basename(l) == "libgcc_s.so.1"]
+    if not found:
+        sys.exit(f"{path} is missing: install Debian's libgcc-s1")
+    return found[0]
 
 
 def add_stdlib(tree, top):

@@ -39,6 +39,9 @@ impl Node {
     }
 }
 
+/// How many times a pod sandbox is tried before the pod is given up.
+const SANDBOX_ATTEMPTS: u32 = 3;
+
 /// How a worker reports events.
 type Emit<'a> = dyn Fn(PodEvent) + Send + Sync + 'a;
 
@@ -223,11 +226,30 @@ async fn run(
         pod_dir.config().exists() && peapod_sys::mount::is_mount_point(&pod_dir.sandbox_ref().net);
     if adopting {
         info!("re-adopting pod sandbox");
-    } else if let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await {
-        info!(%reason, "pod sandbox failed");
-        emit(PodEvent::SandboxFailed { reason });
-        remove_sandbox(&node, &pod_dir).await;
-        return;
+    } else {
+        // The kubelet retries a sandbox it could not create (FailedCreatePodSandBox) rather
+        // than failing the pod at once; after a few tries this one gives up.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Err(reason) = create_sandbox(&node, &ctx, &pod_dir).await else {
+                break;
+            };
+            info!(%reason, attempt, "pod sandbox failed");
+            remove_sandbox(&node, &pod_dir).await;
+            if attempt >= SANDBOX_ATTEMPTS || *deleted.borrow() {
+                emit(PodEvent::SandboxFailed { reason });
+                return;
+            }
+            emit(PodEvent::Event {
+                reason: "FailedCreatePodSandBox",
+                message: format!("Failed to create pod sandbox: {reason}"),
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1 << attempt)) => {}
+                _ = deleted.changed() => {}
+            }
+        }
     }
     info!("pod sandbox ready");
     // The address the pod network gave it (also found again for an adopted sandbox).

@@ -114,6 +114,9 @@ impl PodNetwork {
                 source: std::io::ErrorKind::NotFound.into(),
             })?;
             let _lock = bridge::lock(&c.bridge)?;
+            // Another daemon that stopped since `allocate` may have removed the bridge, which
+            // had no port yet: make sure it is there before attaching to it.
+            bridge::ensure(c)?;
             veth::connect(c, ip, &netns)?;
             Ok(ip)
         })
