@@ -139,7 +139,9 @@ impl NodeController {
             if deleting && !running.deleting {
                 info!(pod = %running.key.name, "deleting pod");
                 running.deleting = true;
-                running.worker.delete();
+                running
+                    .worker
+                    .delete_with_grace(object["metadata"]["deletionGracePeriodSeconds"].as_i64());
             }
             return;
         }

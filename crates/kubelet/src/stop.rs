@@ -46,10 +46,17 @@ pub(crate) fn stop_instance(ctx: &crate::PodContext, name: &str, inst: &Instance
 
 /// Deletes the pod's containers: app containers (and regular init containers still running)
 /// first, sidecars once those are gone, everything killed at the pod's grace deadline.
-pub(crate) async fn terminate(pod: &mut PodState<'_>, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+pub(crate) async fn terminate(
+    pod: &mut PodState<'_>,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    grace_seconds: Option<i64>,
+) {
     let spec = pod.spec.clone();
-    let grace =
-        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    // The deletion's own grace period wins over the pod's (`kubectl delete --grace-period`).
+    let grace_seconds = grace_seconds
+        .or(spec.termination_grace_period_seconds)
+        .unwrap_or(30);
+    let grace = Duration::from_secs(grace_seconds.max(0) as u64);
     let deadline = Instant::now() + grace;
     let sidecars: Vec<String> = spec
         .init_containers

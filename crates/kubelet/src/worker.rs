@@ -18,6 +18,7 @@ use peapod_runtime::sandbox::SandboxDir;
 use peapod_runtime::{ContainerId, Exited, Runtime};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -87,6 +88,8 @@ pub enum PodEvent {
 #[derive(Debug)]
 pub struct PodWorker {
     delete: watch::Sender<bool>,
+    /// The grace period the deletion asked for (`deletionGracePeriodSeconds`); -1 for none.
+    delete_grace: Arc<AtomicI64>,
     refresh: mpsc::UnboundedSender<Refresh>,
     /// The pod's status, as the kubelet would report it, updated on every change.
     pub status: watch::Receiver<PodStatus>,
@@ -102,6 +105,8 @@ impl PodWorker {
         events: mpsc::UnboundedSender<(String, PodEvent)>,
     ) -> PodWorker {
         let (delete, deleted) = watch::channel(false);
+        let delete_grace = Arc::new(AtomicI64::new(-1));
+        let grace_for_worker = delete_grace.clone();
         let (refresh, refreshes) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(PodStatus::default());
         let join = tokio::spawn(async move {
@@ -110,13 +115,20 @@ impl PodWorker {
                 let _ = events.send((key.clone(), e));
             });
             let span = tracing::info_span!("pod", pod = %ctx.name(), uid = %ctx.uid());
-            run(node, ctx, host_ports, deleted, refreshes, status_tx, &*emit)
+            let channels = Channels {
+                deleted,
+                delete_grace: grace_for_worker,
+                refreshes,
+                status: status_tx,
+            };
+            run(node, ctx, host_ports, channels, &*emit)
                 .instrument(span)
                 .await;
             emit(PodEvent::Deleted);
         });
         PodWorker {
             delete,
+            delete_grace,
             refresh,
             status,
             join,
@@ -126,6 +138,15 @@ impl PodWorker {
     /// Asks the worker to delete the pod gracefully (SIGTERM, then SIGKILL after the grace period).
     pub fn delete(&self) {
         let _ = self.delete.send(true);
+    }
+
+    /// Deletes with the grace period the API recorded (`kubectl delete --grace-period=N`),
+    /// which overrides the pod's terminationGracePeriodSeconds.
+    pub fn delete_with_grace(&self, grace: Option<i64>) {
+        if let Some(g) = grace {
+            self.delete_grace.store(g.max(0), Ordering::SeqCst);
+        }
+        self.delete();
     }
 
     /// Hands the worker the current ConfigMaps and Secrets of its namespace: its configMap,
@@ -210,15 +231,27 @@ pub(crate) struct PodState<'a> {
     pub start_time: String,
 }
 
+/// How a worker hears from and talks to its handle.
+struct Channels {
+    deleted: watch::Receiver<bool>,
+    delete_grace: Arc<AtomicI64>,
+    refreshes: mpsc::UnboundedReceiver<Refresh>,
+    status: watch::Sender<PodStatus>,
+}
+
 async fn run(
     node: Node,
     ctx: PodContext,
     host_ports: Vec<HostPortListener>,
-    mut deleted: watch::Receiver<bool>,
-    mut refreshes: mpsc::UnboundedReceiver<Refresh>,
-    status: watch::Sender<PodStatus>,
+    channels: Channels,
     emit: &Emit<'_>,
 ) {
+    let Channels {
+        mut deleted,
+        delete_grace,
+        mut refreshes,
+        status,
+    } = channels;
     let start_time = peapod_runtime::log::now_rfc3339_nano();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
@@ -321,7 +354,8 @@ async fn run(
             break;
         }
     }
-    crate::stop::terminate(&mut pod, &mut rx).await;
+    let asked = delete_grace.load(Ordering::SeqCst);
+    crate::stop::terminate(&mut pod, &mut rx, (asked >= 0).then_some(asked)).await;
     for p in proxies {
         p.abort();
     }

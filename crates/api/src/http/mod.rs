@@ -181,6 +181,19 @@ async fn route(state: Arc<ApiState>, req: Request) -> Result<Response, ApiError>
                     .ok_or_else(not_found_path)
             }
             ["openapi", "v3"] => return Ok(json(StatusCode::OK, &discovery::openapi_root())),
+            // kubectl 1.27/1.28 read the v2 document (protobuf) to validate: an empty document
+            // (no definitions) makes them skip client-side validation of kinds it lacks.
+            ["openapi", "v2"] => {
+                return Ok((
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    Vec::<u8>::new(),
+                )
+                    .into_response())
+            }
             ["openapi", "v3", "api", version] => {
                 return discovery::openapi_document("", version)
                     .map(|v| json(StatusCode::OK, &v))

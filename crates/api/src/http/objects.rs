@@ -403,33 +403,40 @@ async fn patch(
         PatchType::from_content_type(&media).ok_or_else(|| ApiError::UnsupportedMediaType {
             content_type: media.clone(),
         })?;
-    let old = state
-        .store
-        .get(&key)?
-        .ok_or_else(|| not_found(target, name))?;
-    let patched = apply_patch(target.resource.kind, &old, &body, patch_type)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let admitted = admit_update(
-        target.resource,
-        &old,
-        patched,
-        validation(params),
-        status_only,
-        &state.node_name,
-    )?;
-    if dry_run(params) {
-        return Ok(json(StatusCode::OK, &admitted.object));
-    }
-    let mut object = admitted.object;
-    // A patch applies to the version it read: no conflict unless the patch itself names one.
-    if body["metadata"].get("resourceVersion").is_none() {
-        object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-    }
-    let stored = finish_write(state, target, &key, object)?;
-    Ok(with_warnings(
-        json(StatusCode::OK, &stored),
-        &admitted.warnings,
-    ))
+    // A patch that names no resourceVersion applies to whatever is stored: a write that raced
+    // it (the kubelet's status, say) means reading again and re-applying, as the API server
+    // does, never a 409 for the client.
+    let pinned = body["metadata"].get("resourceVersion").is_some();
+    let mut attempts = 0;
+    let (stored, warnings) = loop {
+        attempts += 1;
+        let old = state
+            .store
+            .get(&key)?
+            .ok_or_else(|| not_found(target, name))?;
+        let patched = apply_patch(target.resource.kind, &old, &body, patch_type)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let admitted = admit_update(
+            target.resource,
+            &old,
+            patched,
+            validation(params),
+            status_only,
+            &state.node_name,
+        )?;
+        if dry_run(params) {
+            return Ok(json(StatusCode::OK, &admitted.object));
+        }
+        let mut object = admitted.object;
+        if !pinned {
+            object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        }
+        match finish_write(state, target, &key, object) {
+            Err(ApiError::Conflict { .. }) if !pinned && attempts < 10 => continue,
+            result => break (result?, admitted.warnings),
+        }
+    };
+    Ok(with_warnings(json(StatusCode::OK, &stored), &warnings))
 }
 
 /// `kubectl apply --server-side`: creates, or merges the applied configuration into the live
@@ -459,26 +466,40 @@ async fn apply_server_side(
             };
             Ok(json(StatusCode::CREATED, &object))
         }
-        Some(old) => {
-            let patched = apply_patch(target.resource.kind, &old, &body, PatchType::StrategicMerge)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let admitted = admit_update(
-                target.resource,
-                &old,
-                patched,
-                validation(params),
-                false,
-                &state.node_name,
-            )?;
-            if dry_run(params) {
-                return Ok(json(StatusCode::OK, &admitted.object));
+        Some(mut old) => {
+            // Re-read and re-apply when a concurrent write got in between (see `patch`).
+            for _ in 0..10 {
+                let patched =
+                    apply_patch(target.resource.kind, &old, &body, PatchType::StrategicMerge)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let admitted = admit_update(
+                    target.resource,
+                    &old,
+                    patched,
+                    validation(params),
+                    false,
+                    &state.node_name,
+                )?;
+                if dry_run(params) {
+                    return Ok(json(StatusCode::OK, &admitted.object));
+                }
+                let mut object = admitted.object;
+                object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                match finish_write(state, target, &key, object) {
+                    Err(ApiError::Conflict { .. }) => {
+                        old = state
+                            .store
+                            .get(&key)?
+                            .ok_or_else(|| not_found(target, name))?
+                    }
+                    result => return Ok(json(StatusCode::OK, &result?)),
+                }
             }
-            let mut object = admitted.object;
-            object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-            Ok(json(
-                StatusCode::OK,
-                &finish_write(state, target, &key, object)?,
-            ))
+            Err(ApiError::Conflict {
+                kind: target.resource.plural.to_string(),
+                name: name.to_string(),
+                message: "too many concurrent writes".into(),
+            })
         }
     }
 }
