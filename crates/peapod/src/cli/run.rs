@@ -19,6 +19,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -317,13 +318,19 @@ async fn follow_log(
     out: mpsc::UnboundedSender<String>,
 ) {
     let mut file = loop {
+        // Read `done` before trying: once the container has exited its log is complete on
+        // disk, so a failed open after that means there is no log, not "not yet".
+        let finished = *done.borrow();
         if let Ok(f) = tokio::fs::File::open(&path).await {
             break f;
         }
-        if *done.borrow() {
+        if finished {
             return;
         }
-        tokio::time::sleep(LOG_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(LOG_POLL) => {}
+            _ = done.changed() => {}
+        }
     };
     let mut pending = String::new();
     let mut partial = String::new();
@@ -343,6 +350,18 @@ async fn follow_log(
                 }
             }
             continue;
+        }
+        // Rotated (10 MiB): the rest is in the new file at the same path.
+        let ours = file.metadata().await.map(|m| m.ino()).ok();
+        if std::fs::metadata(&path)
+            .map(|m| m.ino())
+            .ok()
+            .is_some_and(|now| Some(now) != ours)
+        {
+            if let Ok(f) = tokio::fs::File::open(&path).await {
+                file = f;
+                continue;
+            }
         }
         if finished {
             return;
