@@ -394,7 +394,6 @@ async fn patch(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (media, body) = read_body(req).await?;
-    let key = target.key(name);
     let status_only = target.sub.as_deref() == Some("status");
     if media == "application/apply-patch+yaml" {
         return apply_server_side(state, target, name, params, body).await;
@@ -403,40 +402,73 @@ async fn patch(
         PatchType::from_content_type(&media).ok_or_else(|| ApiError::UnsupportedMediaType {
             content_type: media.clone(),
         })?;
-    // A patch that names no resourceVersion applies to whatever is stored: a write that raced
-    // it (the kubelet's status, say) means reading again and re-applying, as the API server
-    // does, never a 409 for the client.
     let pinned = body["metadata"].get("resourceVersion").is_some();
-    let mut attempts = 0;
-    let (stored, warnings) = loop {
-        attempts += 1;
+    let spec = PatchSpec {
+        body: &body,
+        patch_type,
+        status_only,
+        pinned,
+    };
+    patch_stored(state, target, name, params, &spec)
+}
+
+/// A patch as the request gave it.
+struct PatchSpec<'a> {
+    body: &'a Value,
+    patch_type: PatchType,
+    status_only: bool,
+    /// The patch names a resourceVersion: a concurrent write is then the client's conflict.
+    pinned: bool,
+}
+
+/// Applies a patch to the stored object and writes it. A patch that names no resourceVersion
+/// applies to whatever is stored: a write that raced it (the kubelet's status, say) means
+/// reading again and re-applying, as the API server does, never a 409 for the client.
+fn patch_stored(
+    state: &ApiState,
+    target: &Target,
+    name: &str,
+    params: &HashMap<String, String>,
+    spec: &PatchSpec<'_>,
+) -> Result<Response, ApiError> {
+    let key = target.key(name);
+    for _ in 0..10 {
         let old = state
             .store
             .get(&key)?
             .ok_or_else(|| not_found(target, name))?;
-        let patched = apply_patch(target.resource.kind, &old, &body, patch_type)
+        let patched = apply_patch(target.resource.kind, &old, spec.body, spec.patch_type)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let admitted = admit_update(
             target.resource,
             &old,
             patched,
             validation(params),
-            status_only,
+            spec.status_only,
             &state.node_name,
         )?;
         if dry_run(params) {
             return Ok(json(StatusCode::OK, &admitted.object));
         }
         let mut object = admitted.object;
-        if !pinned {
+        if !spec.pinned {
             object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
         match finish_write(state, target, &key, object) {
-            Err(ApiError::Conflict { .. }) if !pinned && attempts < 10 => continue,
-            result => break (result?, admitted.warnings),
+            Err(ApiError::Conflict { .. }) if !spec.pinned => continue,
+            result => {
+                return Ok(with_warnings(
+                    json(StatusCode::OK, &result?),
+                    &admitted.warnings,
+                ))
+            }
         }
-    };
-    Ok(with_warnings(json(StatusCode::OK, &stored), &warnings))
+    }
+    Err(ApiError::Conflict {
+        kind: target.resource.plural.to_string(),
+        name: name.to_string(),
+        message: "too many concurrent writes".into(),
+    })
 }
 
 /// `kubectl apply --server-side`: creates, or merges the applied configuration into the live
@@ -466,40 +498,14 @@ async fn apply_server_side(
             };
             Ok(json(StatusCode::CREATED, &object))
         }
-        Some(mut old) => {
-            // Re-read and re-apply when a concurrent write got in between (see `patch`).
-            for _ in 0..10 {
-                let patched =
-                    apply_patch(target.resource.kind, &old, &body, PatchType::StrategicMerge)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let admitted = admit_update(
-                    target.resource,
-                    &old,
-                    patched,
-                    validation(params),
-                    false,
-                    &state.node_name,
-                )?;
-                if dry_run(params) {
-                    return Ok(json(StatusCode::OK, &admitted.object));
-                }
-                let mut object = admitted.object;
-                object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                match finish_write(state, target, &key, object) {
-                    Err(ApiError::Conflict { .. }) => {
-                        old = state
-                            .store
-                            .get(&key)?
-                            .ok_or_else(|| not_found(target, name))?
-                    }
-                    result => return Ok(json(StatusCode::OK, &result?)),
-                }
-            }
-            Err(ApiError::Conflict {
-                kind: target.resource.plural.to_string(),
-                name: name.to_string(),
-                message: "too many concurrent writes".into(),
-            })
+        Some(_) => {
+            let spec = PatchSpec {
+                body: &body,
+                patch_type: PatchType::StrategicMerge,
+                status_only: false,
+                pinned: false,
+            };
+            patch_stored(state, target, name, params, &spec)
         }
     }
 }
