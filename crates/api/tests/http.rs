@@ -60,6 +60,7 @@ fn api() -> Api {
         node_name: "node1".into(),
         server_address: "127.0.0.1:1".into(),
     });
+    tokio::spawn(peapod_api::http::gc::run(state.clone()));
     Api {
         router: router(state),
         _dir: dir,
@@ -331,4 +332,71 @@ async fn protobuf_configmaps_are_accepted() {
         .await;
     assert_eq!(code, StatusCode::CREATED, "{cm}");
     assert_eq!(cm["data"]["a"], "b");
+}
+
+#[tokio::test]
+async fn dependents_follow_their_owner_unless_orphaned() {
+    let api = api();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (_, owner) = api
+        .json(
+            Method::POST,
+            cms,
+            &json!({"metadata": {"name": "owner"}, "data": {}}),
+        )
+        .await;
+    let uid = owner["metadata"]["uid"].as_str().expect("uid").to_string();
+    let reference = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]);
+    let (code, _) = api
+        .json(
+            Method::POST,
+            cms,
+            &json!({"metadata": {"name": "dep", "ownerReferences": reference}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = api
+        .json(
+            Method::POST,
+            cms,
+            &json!({"metadata": {"name": "kept", "ownerReferences": reference}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    // Orphan one dependent by hand first: only "dep" should go with the owner.
+    let (code, _) = api
+        .send(
+            Method::PATCH,
+            &format!("{cms}/kept"),
+            "application/merge-patch+json",
+            br#"{"metadata":{"ownerReferences":null}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = api
+        .json(
+            Method::DELETE,
+            &format!("{cms}/owner"),
+            &json!({"propagationPolicy": "Background"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, _) = api
+            .json(Method::GET, &format!("{cms}/dep"), &Value::Null)
+            .await;
+        if code == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dependent was not collected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, _) = api
+        .json(Method::GET, &format!("{cms}/kept"), &Value::Null)
+        .await;
+    assert_eq!(code, StatusCode::OK);
 }

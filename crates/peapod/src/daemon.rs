@@ -83,6 +83,7 @@ impl Daemon {
         let tls = pki.server_config().context("build the TLS configuration")?;
         tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
         tokio::spawn(compact_periodically(store.clone()));
+        tokio::spawn(peapod_api::http::gc::run(api.clone()));
         tokio::spawn(controller.clone().run(store, node, node_name));
         Ok(Daemon {
             api,

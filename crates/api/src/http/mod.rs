@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod exec;
 pub mod exec_spdy;
+pub mod gc;
 pub mod logs;
 pub mod objects;
 pub mod portforward;

@@ -545,6 +545,15 @@ async fn delete(
     if dry_run(params) {
         return Ok(json(StatusCode::OK, &object));
     }
+    if body["propagationPolicy"].as_str() == Some("Orphan")
+        || params
+            .get("propagationPolicy")
+            .is_some_and(|p| p == "Orphan")
+    {
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            super::gc::orphan_dependents(state, uid);
+        }
+    }
     let result = delete_object(
         state,
         target.resource,
