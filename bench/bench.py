@@ -2,7 +2,7 @@
 """peapod side by side with podman and raw crun (issue 3). Started by bench/run, which installs
 and configures the peers first; see bench/README.md for what is measured and how.
 
-    bench/run [--quick] [--only start,ignore_term,scale] [--out docs/perf.md]
+    bench/run [--quick] [--only start,ignore_term,scale,api] [--out docs/perf.md]
 """
 
 import argparse
@@ -20,6 +20,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import api  # noqa: E402
 import manifests  # noqa: E402
 import report  # noqa: E402
 from measure import alternate  # noqa: E402
@@ -27,7 +28,7 @@ from systems import BenchError, Crun, Peapod, Podman, Run  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = "/var/lib/peapod-bench"  # on the same filesystem as podman's /var/lib/containers
-MEASUREMENTS = ("start", "ignore_term", "scale")
+MEASUREMENTS = ("start", "ignore_term", "scale", "api")
 
 
 def main():
@@ -50,6 +51,9 @@ def main():
             ap.error("unknown measurement %r" % m)
     n_single, n_scale = (3, 1) if args.quick else (10, 3)
 
+    # An nftables table of our own for every daemon started here (peapod run, peapod serve):
+    # other daemons' Service rules stay untouched; each daemon deletes its table on exit.
+    os.environ["PEAPOD_NFT_TABLE"] = "peapod_bench_%d" % os.getpid()
     images = os.path.join(REPO, "images", "out")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -63,6 +67,7 @@ def main():
     systems = [peapod, podman, crun]
     for s in systems:
         s.cleanup()
+    api.cleanup(binary)
     peapod.prepare(os.path.join(images, "busybox.oci.tar"))
     podman.prepare(os.path.join(images, "busybox.docker.tar"))
     crun.prepare(os.path.join(images, "busybox.docker.tar"))
@@ -93,12 +98,18 @@ def main():
                 results["scale%d" % n] = alternate(
                     systems, n_scale, lambda s: Run(names, path, "wellbehaved", None, 5, 300),
                     http=False, memory_last=True, label="scale%d" % n)
+        if "api" in only:
+            names = ["bench-sleep-%d" % i for i in range(api.NPODS)]
+            path = write(WORK, "sleep-%d.yaml" % api.NPODS, manifests.sleepers(names))
+            results["api"] = api.measure(binary, WORK, os.path.join(images, "busybox.oci.tar"),
+                                         path, n_single, dict(os.environ))
     except (BenchError, subprocess.SubprocessError, OSError) as e:
         print("bench: %s" % e, file=sys.stderr)
         results["error"] = str(e)
     finally:
         for s in systems:
             s.cleanup()
+        api.cleanup(binary)
         results["env"]["duration_s"] = round(time.monotonic() - started)
         results["env"]["loadavg_end"] = loadavg()
         with open(args.json, "w") as f:

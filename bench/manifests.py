@@ -91,3 +91,25 @@ def pod(name, variant="wellbehaved", host_port=None, grace=5):
 def manifest(names, **kw):
     """A multi-document manifest, one Pod per name."""
     return "---\n".join(pod(n, **kw) for n in names)
+
+
+# For the API rows (peapod only): one busybox container that sleeps and exits on SIGTERM (a
+# bare `sleep` as PID 1 has no handler and would hold the delete for the grace period).
+SLEEPER = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
+
+
+def sleepers(names):
+    """A multi-document manifest of single-container pods that only sleep, no ports."""
+    return "---\n".join(
+        "apiVersion: v1\n"
+        "kind: Pod\n"
+        "metadata:\n"
+        "  name: %s\n"
+        "  labels:\n"
+        "    app: bench-sleeper\n"
+        "spec:\n"
+        "  terminationGracePeriodSeconds: 5\n"
+        "  containers:\n"
+        "  - name: sleep\n"
+        "    image: busybox\n"
+        '    command: ["sh", "-c", "%s"]\n' % (n, SLEEPER) for n in names)

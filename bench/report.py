@@ -115,6 +115,56 @@ def memory_table(results):
     return "| MiB | peapod | podman |\n|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
+def api_table(results):
+    """peapod only: podman and crun have no API server, so no peer column and no ratio."""
+    a = results.get("api")
+    if not a:
+        return ""
+    n = a["pods"]
+    rows = []
+
+    def row(label, samples):
+        if samples:
+            rows.append("| %s | %s | %d |" % (label, cell(stats(samples)), len(samples)))
+
+    row("`peapod serve` spawn → `GET /readyz` answers `ok`, new root (creates the certificates)",
+        a["ready_new"])
+    row("`peapod serve` spawn → `GET /readyz` answers `ok`, restart of an existing root",
+        a["ready_restart"])
+    row("`peapod serve` SIGINT → exit, no pods", a["stop"])
+    row("`kubectl get pods`, 0 pods", a["get0"])
+    row("`kubectl get pods`, %d running pods" % n, a["get50"])
+    row("`kubectl version --client` (kubectl's own start-up, no request; floor of the two rows "
+        "above)", a["floor"])
+    if "apply_running" in a:
+        rows.append("| `kubectl apply -f` of %d one-container pods → all Running (of which the "
+                    "apply command) | **%s** (%s) | 1 |" % (n, ms(a["apply_running"] * 1000),
+                                                          ms(a["apply"] * 1000)))
+    if "delete_gone" in a:
+        rows.append("| `kubectl delete pods --all --wait=false` → none listed | **%s** | 1 |"
+                    % ms(a["delete_gone"] * 1000))
+    head = ("| peapod only (no peer has an API server) | ms: **median** (min–max) | n |\n"
+            "|---|---|---|\n")
+    out = head + "\n".join(rows) + "\n"
+    mem = []
+    for key, label in (("memory0", "0 pods"), ("memory", "%d running pods" % n)):
+        m = a.get(key)
+        if not m:
+            continue
+        f = m["fixed"]
+        mem.append("| `peapod serve` itself (fixed cost), %s | %s | %s | %s |" % (
+            label, mib(f["pss"]), mib(f["rss"]), mib(f["uss"])))
+        c = m["per_container"]
+        if c["count"]:
+            mem.append("| %d monitors (one per pod), per pod, %s | %s | %s | %s |" % (
+                c["count"], label, mib(c["pss"] / m["pods"]), mib(c["rss"] / m["pods"]),
+                mib(c["uss"] / m["pods"])))
+    if mem:
+        out += ("\n| MiB (peapod serve) | PSS | RSS | USS |\n|---|---|---|---|\n"
+                + "\n".join(mem) + "\n")
+    return out
+
+
 def targets(results):
     out = []
 
@@ -196,6 +246,9 @@ def render(results):
     t = memory_table(results)
     if t:
         parts += ["### 4. Memory kept beside the containers' own processes\n", t]
+    t = api_table(results)
+    if t:
+        parts += ["### 5. Kubernetes API: `peapod serve` and kubectl (n=%d each)\n" % n1, t]
     t = targets(results)
     if t:
         parts += ["### Targets\n", t]

@@ -84,6 +84,7 @@ impl Daemon {
         tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));
+        tokio::spawn(heartbeat(api.store.clone(), api.node_name.clone()));
         tokio::spawn(controller.clone().run(store, node, node_name));
         Ok(Daemon {
             api,
@@ -169,6 +170,60 @@ async fn compact_periodically(store: Store) {
                 tracing::warn!(%error, "compact the store");
             }
         }
+    }
+}
+
+/// How often the node renews its Lease and its Ready condition's heartbeat.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The kubelet's heartbeats: a `coordination.k8s.io` Lease in `kube-node-lease` renewed every
+/// 10 s, and the Ready condition's `lastHeartbeatTime`
+/// (<https://kubernetes.io/docs/concepts/architecture/leases/#node-heart-beats>).
+async fn heartbeat(store: Store, node_name: String) {
+    let lease = ObjectKey {
+        resource: "leases.coordination.k8s.io".into(),
+        namespace: Some("kube-node-lease".into()),
+        name: node_name.clone(),
+    };
+    let node = ObjectKey {
+        resource: "nodes".into(),
+        namespace: None,
+        name: node_name.clone(),
+    };
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let renewed = store.update_with(&lease, |o| {
+            o["spec"]["renewTime"] = json!(now);
+            Ok(())
+        });
+        if let Err(StoreError::NotFound { .. }) = renewed {
+            let object = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": node_name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": node_name, "leaseDurationSeconds": 40, "renewTime": now},
+            });
+            let _ = store.create(&lease, object);
+        }
+        let seconds = now
+            .split('.')
+            .next()
+            .map(|s| format!("{s}Z"))
+            .unwrap_or_default();
+        let _ = store.update_with(&node, |o| {
+            for c in o["status"]["conditions"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                c["lastHeartbeatTime"] = json!(seconds);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -8,62 +8,15 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use peapod_e2e::{
+    busybox_archive, cmdline, entries, free_port_on, mounts_under, peapod_bin, pod_cgroup_dirs,
+    poll_until, processes, root_tempdir, sweep, workspace,
+};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peapod_bin() -> PathBuf {
-    let bin = std::env::var_os("PEAPOD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/peapod"));
-    assert!(
-        bin.is_file(),
-        "peapod binary {} not found: run `cargo build -p peapod` first, or set PEAPOD_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn busybox_archive() -> PathBuf {
-    let dir = std::env::var_os("PEAPOD_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("images/out"));
-    let archive = dir.join("busybox.oci.tar");
-    assert!(
-        archive.is_file(),
-        "test image {} is missing: run `python3 images/build.py` first",
-        archive.display()
-    );
-    archive
-}
-
-/// Calls `check` until it returns `Some` or `deadline` passes.
-fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
 
 /// `GET /data` on 127.0.0.1:`port`: the body's lines when the answer is 200.
 fn get_numbers(port: u16) -> Option<Vec<u32>> {
@@ -81,55 +34,24 @@ fn get_numbers(port: u16) -> Option<Vec<u32>> {
     body.lines().map(|l| l.parse().ok()).collect()
 }
 
-/// Mount points at or below `dir`.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
 /// Processes whose command line mentions `root/` or whose environment has `PEAPOD_ROOT=root`.
 fn processes_of(root: &Path) -> Vec<i32> {
     let needle = format!("{}/", root.display());
     let env = format!("PEAPOD_ROOT={}", root.display());
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
+    processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
         .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&needle)
+            cmdline(*pid).contains(&needle)
                 || environ.split(|b| *b == 0).any(|e| e == env.as_bytes())
         })
         .collect()
 }
 
 fn pod_cgroups(uid: &str) -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from(format!("/sys/fs/cgroup/peapod/pod{uid}"))];
-    for entry in std::fs::read_dir("/sys/fs/cgroup")
+    pod_cgroup_dirs(uid)
         .into_iter()
-        .flatten()
-        .flatten()
-    {
-        dirs.push(entry.path().join("peapod").join(format!("pod{uid}")));
-    }
-    dirs.into_iter().filter(|d| d.exists()).collect()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|d| d.exists())
         .collect()
 }
 
@@ -143,14 +65,7 @@ struct Scenario {
 
 impl Scenario {
     fn new() -> Scenario {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "e2e tests must run as root"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("peapod-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = root_tempdir("peapod-e2e-");
         let root = dir.path().join("root");
         Scenario {
             child: None,
@@ -190,17 +105,12 @@ impl Drop for Scenario {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in processes_of(&self.root) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = poll_until(Instant::now() + Duration::from_secs(10), || {
-            processes_of(&self.root).is_empty().then_some(())
+        sweep(&self.root, || {
+            processes_of(&self.root)
+                .into_iter()
+                .map(|pid| (pid, String::new()))
+                .collect()
         });
-        let mut mounts = mounts_under(&self.root);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
     }
 }
 
@@ -218,7 +128,7 @@ fn appcoup_serves_growing_numbers_and_cleans_up_on_sigint() {
     let example = std::fs::read_to_string(workspace().join("examples/appcoup/pod.yaml"))
         .expect("read examples/appcoup/pod.yaml");
     assert_eq!(example.matches("hostPort: 8000").count(), 1, "{example}");
-    let port = free_port();
+    let port = free_port_on(Ipv4Addr::UNSPECIFIED);
     let manifest = s.dir.path().join("pod.yaml");
     std::fs::write(
         &manifest,

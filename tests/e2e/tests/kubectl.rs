@@ -19,102 +19,21 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use peapod_e2e::{
+    free_port, kubectl_bin, peapod_bin, peapod_processes_under, poll_until, root_tempdir,
+    run_command, Daemon, Leftovers, Out, Running, COMMAND_TIMEOUT, LATEST, POD_TIMEOUT,
+};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-/// The newest kubectl: used for the commands checked once and for cleanup.
-const LATEST: u32 = 33;
 /// The Kubernetes minor version peapod's `/version` reports.
 const SERVER_MINOR: &str = "33";
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Longest a single kubectl command may run (a hang fails the test rather than the suite).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
-/// Longest a pod may take to reach a phase, or to disappear; generous for two busy cores.
-const POD_TIMEOUT: Duration = Duration::from_secs(90);
-
-// ---------------------------------------------------------------------------------------------
-// Finding the binaries.
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peapod_bin() -> PathBuf {
-    let bin = std::env::var_os("PEAPOD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/peapod"));
-    assert!(
-        bin.is_file(),
-        "peapod binary {} not found: run `cargo build -p peapod` first, or set PEAPOD_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn busybox_archive() -> PathBuf {
-    let dir = std::env::var_os("PEAPOD_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("images/out"));
-    let archive = dir.join("busybox.oci.tar");
-    assert!(
-        archive.is_file(),
-        "test image {} is missing: run `python3 images/build.py` first",
-        archive.display()
-    );
-    archive
-}
-
-fn kubectl_bin(minor: u32) -> PathBuf {
-    let bin = Path::new(KUBECTL_DIR).join(format!("kubectl.1.{minor}"));
-    assert!(
-        bin.is_file(),
-        "{} not found (the google-cloud-sdk kubectl bundle provides kubectl.1.27 … kubectl.1.33)",
-        bin.display()
-    );
-    bin
-}
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// Calls `check` until it returns `Some` or `deadline` passes.
-fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// Reads a pipe to its end on another thread.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
-    })
-}
 
 /// `text` without ANSI colour escapes (kubectl 1.27-1.31 colour `cluster-info` even off a tty).
 fn strip_ansi(text: &str) -> String {
@@ -147,161 +66,17 @@ fn is_rfc3339(s: &str) -> bool {
         && s[..4].bytes().all(|c| c.is_ascii_digit())
 }
 
-/// Mount points at or below `dir`.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-fn cmdline(pid: i32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-}
-
-/// peapod processes (the monitors, `peapod __monitor ROOT/containers/ID`) working below `root`.
-fn processes_of(root: &Path) -> Vec<(i32, String)> {
-    let needle = format!("{}/", root.display());
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .map(|pid| (pid, cmdline(pid)))
-        .filter(|(_, cmd)| {
-            let argv0 = cmd.split(' ').next().unwrap_or("");
-            cmd.contains(&needle) && Path::new(argv0).ends_with("peapod")
-        })
-        .collect()
-}
-
 /// Whether the monitor of container `id` (from `peapod://ID`) still runs.
 fn monitor_running(root: &Path, container_id: &str) -> bool {
     let id = container_id.trim_start_matches("peapod://");
     let needle = format!("{}/containers/{id}", root.display());
-    processes_of(root)
+    peapod_processes_under(root)
         .iter()
         .any(|(_, cmd)| cmd.contains(&needle))
 }
 
-/// The processes in the cgroups of the pods that `root` holds (any hierarchy, any depth).
-fn cgroup_processes(root: &Path) -> Vec<i32> {
-    let uids: Vec<String> = std::fs::read_dir(root.join("pods"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for uid in &uids {
-        dirs.push(PathBuf::from(format!("/sys/fs/cgroup/peapod/pod{uid}")));
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            dirs.push(h.path().join("peapod").join(format!("pod{uid}")));
-        }
-    }
-    let mut pids = Vec::new();
-    while let Some(dir) = dirs.pop() {
-        for line in std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-        {
-            if let Ok(pid) = line.trim().parse::<i32>() {
-                pids.push(pid);
-            }
-        }
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path());
-            }
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
-
 // ---------------------------------------------------------------------------------------------
 // Running kubectl.
-
-/// What a finished command printed.
-struct Out {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "$ {}\n{}\n--- stdout:\n{}--- stderr:\n{}",
-            self.what, self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Out {
-    /// stdout, after checking the command succeeded.
-    fn ok(self) -> String {
-        assert!(self.status.success(), "command failed\n{self}");
-        self.stdout
-    }
-
-    /// stderr, after checking the command failed.
-    fn err(self) -> String {
-        assert!(!self.status.success(), "command succeeded\n{self}");
-        self.stderr
-    }
-}
-
-/// Runs `cmd` to its end, killing it after `timeout`.
-fn run_command(mut cmd: Command, what: String, timeout: Duration) -> Result<Out, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {what}: {e}"))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let pid = Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = tx.send(());
-        status
-    });
-    let timed_out = rx.recv_timeout(timeout).is_err();
-    if timed_out {
-        // Our own child, not yet reaped: the waiter thread still holds it.
-        let _ = kill(pid, Signal::SIGKILL);
-    }
-    let status = waiter
-        .join()
-        .map_err(|_| format!("waiter of {what} panicked"))?
-        .map_err(|e| format!("wait for {what}: {e}"))?;
-    let out = Out {
-        what,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    if timed_out {
-        return Err(format!("timed out after {timeout:?}\n{out}"));
-    }
-    Ok(out)
-}
 
 /// One kubectl version bound to one cluster.
 struct Kubectl<'a> {
@@ -311,21 +86,7 @@ struct Kubectl<'a> {
 
 impl Kubectl<'_> {
     fn command(&self, args: &[&str]) -> (Command, String) {
-        let mut cmd = Command::new(kubectl_bin(self.minor));
-        cmd.arg("--kubeconfig")
-            .arg(self.cluster.kubeconfig())
-            .arg("--cache-dir")
-            .arg(
-                self.cluster
-                    .dir
-                    .path()
-                    .join(format!("cache-1.{}", self.minor)),
-            )
-            .args(args)
-            .current_dir(self.cluster.dir.path())
-            .env("HOME", self.cluster.dir.path().join("home"))
-            .env_remove("KUBECONFIG");
-        (cmd, format!("kubectl.1.{} {}", self.minor, args.join(" ")))
+        self.cluster.d.kubectl_command(self.minor, args)
     }
 
     fn try_run(&self, args: &[&str]) -> Result<Out, String> {
@@ -335,7 +96,7 @@ impl Kubectl<'_> {
 
     fn run(&self, args: &[&str]) -> Out {
         self.try_run(args)
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.cluster.daemon_log()))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.cluster.d.log()))
     }
 
     /// stdout of a command that must succeed.
@@ -350,29 +111,11 @@ impl Kubectl<'_> {
 
     /// A long-running command (`get -w`, `logs -f`) whose stdout lines arrive on a channel.
     fn stream(&self, args: &[&str]) -> Stream {
-        let (mut cmd, what) = self.command(args);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = drain(child.stderr.take());
+        let (cmd, what) = self.command(args);
+        let (running, lines) = Running::spawn(cmd, what);
         Stream {
-            what,
-            child,
+            running,
             lines,
-            stderr: Some(stderr),
             seen: Vec::new(),
         }
     }
@@ -399,7 +142,7 @@ impl Kubectl<'_> {
             panic!(
                 "pod {pod} is {last:?}, not {phase}, after {:?}\n{describe}\n{}",
                 started.elapsed(),
-                self.cluster.daemon_log()
+                self.cluster.d.log()
             );
         }
     }
@@ -456,10 +199,8 @@ impl Kubectl<'_> {
 
 /// A running kubectl whose stdout is read line by line; killed when dropped.
 struct Stream {
-    what: String,
-    child: Child,
+    running: Running,
     lines: mpsc::Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
     seen: Vec<String>,
 }
 
@@ -480,7 +221,7 @@ impl Stream {
                     let stderr = self.stop();
                     panic!(
                         "{}: no wanted line before the deadline; lines so far:\n{}\n--- stderr:\n{stderr}",
-                        self.what,
+                        self.running.what,
                         self.seen.join("\n")
                     );
                 }
@@ -490,127 +231,26 @@ impl Stream {
 
     /// Kills the command; returns its stderr.
     fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.stop();
+        self.running.stop()
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The daemon.
 
-/// A `peapod serve` on a temporary root. `finish` tears it down and checks nothing is left;
+/// A `peapod serve` on a temporary root ([`Daemon`]) and the kubectl versions bound to it.
+/// `finish` tears it down and checks nothing is left (the processes in the pods' cgroups too);
 /// `Drop` (a failed test) tears it down without checking.
 struct Cluster {
-    daemon: Option<Child>,
-    root: PathBuf,
-    server: String,
-    finished: bool,
-    dir: tempfile::TempDir,
+    d: Daemon,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "e2e tests must run as root"
-        );
-        let archive = busybox_archive();
-        let dir = tempfile::Builder::new()
-            .prefix("peapod-kubectl-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(dir.path().join("home")).expect("home dir");
-        let load = Command::new(peapod_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["image", "load", "-i"])
-            .arg(&archive)
-            .env_remove("PEAPOD_LOG")
-            .output()
-            .expect("run peapod image load");
-        assert!(load.status.success(), "image load: {load:?}");
-        let mut cluster = Cluster {
-            daemon: None,
-            root,
-            server: String::new(),
-            finished: false,
-            dir,
-        };
-        // The port is free when picked but may be taken before the daemon binds it: retry.
-        for _ in 0..5 {
-            let port = free_port();
-            cluster.server = format!("https://127.0.0.1:{port}");
-            let log = std::fs::File::create(cluster.log_path()).expect("daemon log");
-            let err = log.try_clone().expect("daemon log");
-            cluster.daemon = Some(
-                Command::new(peapod_bin())
-                    .arg("--root")
-                    .arg(&cluster.root)
-                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                    .env_remove("PEAPOD_LOG")
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err)
-                    .spawn()
-                    .expect("spawn peapod serve"),
-            );
-            if cluster.wait_ready() {
-                return cluster;
-            }
-            cluster.daemon = None;
-            assert!(
-                cluster.daemon_log().contains("Address already in use"),
-                "peapod serve exited\n{}",
-                cluster.daemon_log()
-            );
-        }
-        panic!("no free port for peapod serve\n{}", cluster.daemon_log());
-    }
-
-    /// Polls until the kubeconfig exists and `/readyz` answers; false if the daemon exited.
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready = poll_until(deadline, || {
-            let daemon = self.daemon.as_mut().expect("daemon started");
-            if daemon.try_wait().expect("try_wait peapod serve").is_some() {
-                return Some(false);
-            }
-            if !self.kubeconfig().is_file() {
-                return None;
-            }
-            let out = self.latest().try_run(&["get", "--raw", "/readyz"]).ok()?;
-            (out.status.success() && out.stdout.trim() == "ok").then_some(true)
-        });
-        match ready {
-            Some(ready) => ready,
-            None => panic!("peapod serve not ready in 30 s\n{}", self.daemon_log()),
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("daemon.log")
-    }
-
-    fn daemon_log(&self) -> String {
-        format!(
-            "--- peapod serve log:\n{}",
-            std::fs::read_to_string(self.log_path()).unwrap_or_default()
-        )
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.root.join("kubeconfig")
+        let dir = root_tempdir("peapod-kubectl-");
+        let mut d = Daemon::new(dir, Leftovers::PeapodAndPodCgroups);
+        d.serve(&[]);
+        Cluster { d }
     }
 
     fn kubectl(&self, minor: u32) -> Kubectl<'_> {
@@ -626,109 +266,15 @@ impl Cluster {
 
     /// Writes a manifest into the test's directory; returns its path as a string for argv.
     fn manifest(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
+        let path = self.d.dir.path().join(name);
         std::fs::write(&path, text).expect("write manifest");
         path.to_str().expect("utf-8 temp path").to_string()
-    }
-
-    /// Deletes every pod through kubectl and waits until the API has none left.
-    fn delete_all_pods(&self) -> Result<(), String> {
-        let k = self.latest();
-        let out = k.try_run(&[
-            "delete",
-            "pods",
-            "--all",
-            "--all-namespaces",
-            "--wait=true",
-            "--timeout=60s",
-        ])?;
-        if !out.status.success() {
-            return Err(format!("delete all pods failed\n{out}"));
-        }
-        let mut left = String::new();
-        poll_until(Instant::now() + POD_TIMEOUT, || {
-            let out = k
-                .try_run(&["get", "pods", "--all-namespaces", "-o", "name"])
-                .ok()?;
-            left = out.stdout.clone();
-            (out.status.success() && out.stdout.trim().is_empty()).then_some(())
-        })
-        .ok_or_else(|| format!("pods still there after delete:\n{left}"))
-    }
-
-    /// SIGTERM to the daemon, then waits for it (SIGKILL if it does not stop in 20 s).
-    fn stop_daemon(&mut self) -> Result<ExitStatus, String> {
-        let Some(mut daemon) = self.daemon.take() else {
-            return Err("no daemon".into());
-        };
-        let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-        let status = poll_until(Instant::now() + Duration::from_secs(20), || {
-            daemon.try_wait().ok().flatten()
-        });
-        match status {
-            Some(status) => Ok(status),
-            None => {
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-                Err("peapod serve did not stop within 20 s of SIGTERM".into())
-            }
-        }
-    }
-
-    /// Kills whatever of the root is still running and unmounts below it. Returns what it
-    /// found, so `finish` can fail on it.
-    fn sweep(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for (pid, cmd) in processes_of(&self.root) {
-            found.push(format!("process {pid}: {cmd}"));
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        for pid in cgroup_processes(&self.root) {
-            found.push(format!("process {pid} in a pod cgroup: {}", cmdline(pid)));
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = poll_until(Instant::now() + Duration::from_secs(10), || {
-            (processes_of(&self.root).is_empty() && cgroup_processes(&self.root).is_empty())
-                .then_some(())
-        });
-        let mut mounts = mounts_under(&self.root);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            found.push(format!("mount {}", m.display()));
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        found
     }
 
     /// The end of every test: no pods (deleted through kubectl), the daemon stopped by SIGTERM
     /// with status 0, no process or mount of the root left.
     fn finish(mut self) {
-        self.finished = true;
-        let deleted = self.delete_all_pods();
-        let stopped = self.stop_daemon();
-        let left = self.sweep();
-        let log = self.daemon_log();
-        if let Err(e) = deleted {
-            panic!("cleanup: {e}\n{log}");
-        }
-        match stopped {
-            Ok(status) => assert!(status.success(), "peapod serve exited {status}\n{log}"),
-            Err(e) => panic!("{e}\n{log}"),
-        }
-        assert!(left.is_empty(), "left behind: {left:#?}\n{log}");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        if self.daemon.is_some() {
-            let _ = self.delete_all_pods();
-        }
-        let _ = self.stop_daemon();
-        self.sweep();
+        self.d.finish();
     }
 }
 
@@ -901,7 +447,7 @@ fn discovery_commands(minor: u32) {
     assert!(
         info.contains(&format!(
             "Kubernetes control plane is running at {}",
-            c.server
+            c.d.server
         )),
         "{info}"
     );
@@ -1136,7 +682,7 @@ fn pod_commands(minor: u32) {
     for id in &ids {
         assert!(
             poll_until(Instant::now() + Duration::from_secs(10), || {
-                (!monitor_running(&c.root, id)).then_some(())
+                (!monitor_running(&c.d.root, id)).then_some(())
             })
             .is_some(),
             "container {id} still running after the pod was deleted"
@@ -1389,11 +935,11 @@ mod latest {
         let deadline = Instant::now() + Duration::from_secs(30);
         for id in &ids {
             assert!(
-                poll_until(deadline, || (!monitor_running(&c.root, id)).then_some(())).is_some(),
+                poll_until(deadline, || (!monitor_running(&c.d.root, id)).then_some(())).is_some(),
                 "container {id} of the force-deleted pod still running"
             );
         }
-        let sandbox = c.root.join("pods").join(&uid);
+        let sandbox = c.d.root.join("pods").join(&uid);
         assert!(
             poll_until(deadline, || (!sandbox.exists()).then_some(())).is_some(),
             "sandbox {} of the force-deleted pod still there",
@@ -1434,9 +980,9 @@ mod latest {
 
     impl OtherDaemon {
         fn start(c: &Cluster) -> OtherDaemon {
-            let root = c.dir.path().join("other-root");
+            let root = c.d.dir.path().join("other-root");
             let port = free_port();
-            let log = std::fs::File::create(c.dir.path().join("other.log")).expect("log");
+            let log = std::fs::File::create(c.d.dir.path().join("other.log")).expect("log");
             let child = Command::new(peapod_bin())
                 .arg("--root")
                 .arg(&root)

@@ -11,22 +11,18 @@
 //! Each test ends by deleting the pod through kubectl, waiting until it is gone, stopping the
 //! daemon, and failing if any process that mentions the temporary root is still there (killed as
 //! a safety net, also when a test fails). The binary is `PEAPOD_BIN`, else
-//! `<workspace>/target/debug/peapod`; the image `images/out/busybox.oci.tar`. Runs as root.
+//! `<workspace>/target/debug/peapod`; the image `images/out/busybox.oci.tar`, or
+//! `$PEAPOD_TEST_IMAGES/busybox.oci.tar`. Runs as root.
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use peapod_e2e::{
+    free_port, pod_cgroup_processes, poll_until, root_tempdir, run_with_input, Daemon, Leftovers,
+    Out, Running, COMMAND_TIMEOUT, LATEST, POD_TIMEOUT,
+};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
-const LATEST: u32 = 33;
-const POLL: Duration = Duration::from_millis(100);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
-const POD_TIMEOUT: Duration = Duration::from_secs(90);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const BIG: usize = 10 * 1024 * 1024;
 
@@ -47,41 +43,6 @@ spec:
       dd if=/dev/urandom of=/www/big bs=1M count=10 2>/dev/null &&
       httpd -f -p 8000 -h /www & nc -ll -p 8001 -e sha256sum & wait
 "#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peapod_bin() -> PathBuf {
-    let bin = std::env::var_os("PEAPOD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/peapod"));
-    assert!(
-        bin.is_file(),
-        "{} missing: cargo build -p peapod",
-        bin.display()
-    );
-    bin
-}
-
-fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Deterministic bytes that do not compress (xorshift).
 fn noise(len: usize) -> Vec<u8> {
@@ -116,188 +77,35 @@ fn first_word(text: &str) -> String {
     text.split_whitespace().next().unwrap_or("").to_string()
 }
 
-/// A finished command.
-struct Out {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Out {
-            what,
-            status,
-            stdout,
-            stderr,
-        } = self;
-        write!(
-            f,
-            "$ {what}\n{status}\n--- stdout:\n{stdout}--- stderr:\n{stderr}"
-        )
-    }
-}
-
 /// Runs `cmd` with `input` on its stdin, killing it after `COMMAND_TIMEOUT`.
-fn run(mut cmd: Command, what: String, input: Option<Vec<u8>>) -> Out {
-    let mut child = cmd
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-    }
-    let pid = Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = tx.send(());
-        out
-    });
-    let timed_out = rx.recv_timeout(COMMAND_TIMEOUT).is_err();
-    if timed_out {
-        let _ = kill(pid, Signal::SIGKILL);
-    }
-    let out = waiter
-        .join()
-        .expect("waiter")
-        .unwrap_or_else(|e| panic!("wait {what}: {e}"));
-    let out = Out {
-        what,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!timed_out, "timed out\n{out}");
+fn run(cmd: Command, what: String, input: Option<Vec<u8>>) -> Out {
+    let out = run_with_input(cmd, what, COMMAND_TIMEOUT, input).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.timed_out, "timed out\n{out}");
     out
-}
-
-/// Processes (other than us) whose command line mentions `dir`.
-fn processes_mentioning(dir: &Path) -> Vec<(i32, String)> {
-    let needle = dir.display().to_string();
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter_map(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            cmd.contains(&needle).then_some((pid, cmd))
-        })
-        .collect()
-}
-
-/// The processes left in a pod's cgroups (every hierarchy).
-fn pod_cgroup_processes(uid: &str) -> Vec<i32> {
-    let mut dirs: Vec<PathBuf> = vec![PathBuf::from(format!("/sys/fs/cgroup/peapod/pod{uid}"))];
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        dirs.push(h.path().join("peapod").join(format!("pod{uid}")));
-    }
-    let mut pids = Vec::new();
-    while let Some(dir) = dirs.pop() {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path());
-            }
-        }
-    }
-    pids
 }
 
 // ---------------------------------------------------------------------------------------------
 // The daemon and kubectl.
 
+/// A [`Daemon`] whose leftovers are any process that mentions its temporary directory.
 struct Cluster {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    daemon: Option<Child>,
-    finished: bool,
+    d: Daemon,
 }
 
 impl Cluster {
     /// `peapod serve` with the busybox image loaded and the pod `web` running and listening.
     fn start() -> Cluster {
-        assert!(nix::unistd::geteuid().is_root(), "e2e tests run as root");
-        let archive = workspace().join("images/out/busybox.oci.tar");
-        assert!(archive.is_file(), "run `python3 images/build.py` first");
-        let dir = tempfile::Builder::new()
-            .prefix("peapod-pf-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        let load = Command::new(peapod_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["image", "load", "-i"])
-            .arg(&archive)
-            .output()
-            .expect("image load");
-        assert!(load.status.success(), "image load: {load:?}");
+        let dir = root_tempdir("peapod-pf-");
         let mut c = Cluster {
-            dir,
-            root,
-            daemon: None,
-            finished: false,
+            d: Daemon::new(dir, Leftovers::MentioningDir),
         };
-        for _ in 0..5 {
-            let port = free_port();
-            let log = std::fs::File::create(c.log_path()).expect("log");
-            let daemon = Command::new(peapod_bin())
-                .arg("--root")
-                .arg(&c.root)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .env_remove("PEAPOD_LOG")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn peapod serve");
-            c.daemon = Some(daemon);
-            if c.wait_ready() {
-                c.start_pod();
-                return c;
-            }
-            c.daemon = None;
-        }
-        panic!("peapod serve did not start\n{}", c.log());
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let ready = poll_until(Instant::now() + Duration::from_secs(30), || {
-            let daemon = self.daemon.as_mut().expect("daemon");
-            if daemon.try_wait().ok().flatten().is_some() {
-                return Some(false);
-            }
-            if !self.root.join("kubeconfig").is_file() {
-                return None;
-            }
-            let out = self.kubectl(LATEST, &["get", "--raw", "/readyz"], None);
-            (out.status.success() && out.stdout.trim() == "ok").then_some(true)
-        });
-        ready.unwrap_or_else(|| panic!("peapod serve not ready\n{}", self.log()))
+        c.d.serve(&[]);
+        c.start_pod();
+        c
     }
 
     fn start_pod(&self) {
-        let manifest = self.dir.path().join("pod.yaml");
+        let manifest = self.d.dir.path().join("pod.yaml");
         std::fs::write(&manifest, POD).expect("manifest");
         let path = manifest.to_str().expect("utf-8 path");
         self.ok(LATEST, &["apply", "-f", path]);
@@ -313,25 +121,12 @@ impl Cluster {
         }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("daemon.log")
-    }
-
     fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        format!("--- peapod serve log:\n{log}")
+        self.d.log()
     }
 
     fn command(&self, minor: u32, args: &[&str]) -> (Command, String) {
-        let mut cmd = Command::new(Path::new(KUBECTL_DIR).join(format!("kubectl.1.{minor}")));
-        cmd.arg("--kubeconfig")
-            .arg(self.root.join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.path().join(format!("cache-1.{minor}")))
-            .args(args)
-            .env("HOME", self.dir.path().join("home"))
-            .env_remove("KUBECONFIG");
-        (cmd, format!("kubectl.1.{minor} {}", args.join(" ")))
+        self.d.kubectl_command(minor, args)
     }
 
     fn kubectl(&self, minor: u32, args: &[&str], input: Option<Vec<u8>>) -> Out {
@@ -346,37 +141,12 @@ impl Cluster {
     }
 
     /// `kubectl port-forward pod/web LOCAL:REMOTE...`, once it says it listens on every port.
-    fn forward(&self, minor: u32, ports: &[(u16, u16)]) -> Forward {
+    fn forward(&self, minor: u32, ports: &[(u16, u16)]) -> Running {
         let mut args = vec!["port-forward".to_string(), "pod/web".to_string()];
         args.extend(ports.iter().map(|(l, r)| format!("{l}:{r}")));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (mut cmd, what) = self.command(minor, &args);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        // Read to the end even when nobody listens: kubectl dies of SIGPIPE when it prints
-        // "Handling connection" into a closed pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut forward = Forward {
-            what,
-            child,
-            stderr: Some(stderr),
-        };
+        let (cmd, what) = self.command(minor, &args);
+        let (mut forward, lines) = Running::spawn(cmd, what);
         let deadline = Instant::now() + Duration::from_secs(30);
         for (local, remote) in ports {
             let want = format!("Forwarding from 127.0.0.1:{local} -> {remote}");
@@ -398,7 +168,7 @@ impl Cluster {
     /// Deletes the pod through kubectl, waits until it is gone, stops the daemon, and fails on
     /// anything of the root still running.
     fn finish(mut self) {
-        self.finished = true;
+        self.d.set_finished();
         let uid = self.ok(
             LATEST,
             &["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"],
@@ -412,8 +182,8 @@ impl Cluster {
             (out.status.success() && out.stdout.trim().is_empty()).then_some(())
         });
         assert!(gone.is_some(), "pod web still listed\n{}", self.log());
-        let stopped = self.stop_daemon();
-        let mut left = self.sweep();
+        let stopped = self.d.stop().ok();
+        let mut left = self.d.sweep();
         left.extend(
             pod_cgroup_processes(&uid)
                 .into_iter()
@@ -423,85 +193,18 @@ impl Cluster {
         assert!(stopped.is_some_and(|s| s.success()), "daemon exit\n{log}");
         assert!(left.is_empty(), "left behind: {left:#?}\n{log}");
     }
-
-    fn stop_daemon(&mut self) -> Option<ExitStatus> {
-        let mut daemon = self.daemon.take()?;
-        let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-        let status = poll_until(Instant::now() + Duration::from_secs(20), || {
-            daemon.try_wait().ok().flatten()
-        });
-        if status.is_none() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-        status
-    }
-
-    /// Kills every process that mentions the temporary directory, unmounts below the root;
-    /// returns what it found.
-    fn sweep(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for (pid, cmd) in processes_mentioning(self.dir.path()) {
-            found.push(format!("process {pid}: {cmd}"));
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<PathBuf> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(PathBuf::from)
-            .filter(|p| p.starts_with(&self.root))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            found.push(format!("mount {}", m.display()));
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        found
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.finished {
+        if self.d.is_finished() {
             return;
         }
-        if self.daemon.is_some() {
+        if self.d.is_running() {
             let _ = self.kubectl(LATEST, &["delete", "pod", "web", "--wait=false"], None);
         }
-        self.stop_daemon();
-        self.sweep();
-    }
-}
-
-/// A running `kubectl port-forward`; killed when dropped.
-struct Forward {
-    what: String,
-    child: Child,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Forward {
-    /// Waits for kubectl to exit on its own; its status and stderr.
-    fn exited(&mut self, deadline: Instant) -> Option<(ExitStatus, String)> {
-        let status = poll_until(deadline, || self.child.try_wait().ok().flatten())?;
-        Some((status, self.stop()))
-    }
-
-    /// Kills kubectl; returns its stderr.
-    fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.stop();
+        let _ = self.d.stop();
+        self.d.sweep();
     }
 }
 

@@ -17,15 +17,16 @@
 //! busybox `wget -T` crashes in Debian's busybox 1.35, so requests carry no timeout of their
 //! own: the kubectl command timeout bounds them, and the network answers refusals at once.
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use peapod_e2e::{
+    mounts_under, peapod_processes_under, poll_every, root_tempdir, run_with_input, Daemon,
+    Leftovers, Out, LATEST,
+};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(90);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,77 +38,20 @@ const SERVICE_CIDR: &str = "10.124.1.0/24";
 /// Host ends of pod veths are `pp` + the address in hex: 10.124.0.x is `pp0a7c00xx`.
 const VETH_PREFIX: &str = "pp0a7c00";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// Calls `check` every `POLL_INTERVAL` until it returns `Some` or `deadline` passes.
+fn poll_until<T>(deadline: Instant, check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(POLL_INTERVAL, deadline, check)
 }
 
-fn peapod_bin() -> PathBuf {
-    let bin = std::env::var_os("PEAPOD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/peapod"));
-    assert!(
-        bin.is_file(),
-        "peapod binary {} not found: run `cargo build -p peapod` first, or set PEAPOD_BIN",
-        bin.display()
-    );
-    bin
+/// Runs `cmd` to its end, killed after `COMMAND_TIMEOUT` (then its status says so).
+fn run(cmd: Command, what: String) -> Out {
+    run_with_input(cmd, what, COMMAND_TIMEOUT, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn busybox_archive() -> PathBuf {
-    let dir = std::env::var_os("PEAPOD_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("images/out"));
-    let archive = dir.join("busybox.oci.tar");
-    assert!(
-        archive.is_file(),
-        "test image {} is missing: run `python3 images/build.py` first",
-        archive.display()
-    );
-    archive
-}
-
-fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// Runs `cmd` to its end, killed after `COMMAND_TIMEOUT`.
-fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn command");
-    let pid = child.id() as i32;
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let done = poll_until(deadline, || child.try_wait().ok().flatten());
-    if done.is_none() {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    child.wait_with_output().expect("wait for command")
-}
-
-fn text(out: &Output) -> String {
+fn text(out: &Out) -> String {
     format!(
         "{}\n--- stdout:\n{}--- stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.status, out.stdout, out.stderr
     )
 }
 
@@ -136,30 +80,11 @@ fn service_route_exists() -> bool {
         .is_ok_and(|o| !o.stdout.is_empty())
 }
 
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
 /// peapod processes working below `root` (the monitors).
 fn processes_of(root: &Path) -> Vec<i32> {
-    let needle = format!("{}/", root.display());
-    std::fs::read_dir("/proc")
+    peapod_processes_under(root)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != std::process::id() as i32)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(&needle) && cmd.split(' ').next().is_some_and(|a| a.ends_with("peapod"))
-        })
+        .map(|(pid, _)| pid)
         .collect()
 }
 
@@ -177,109 +102,32 @@ fn http_get(port: u16) -> Option<String> {
 
 /// `peapod serve` on a temporary root and a network of its own.
 struct Cluster {
-    daemon: Option<Child>,
-    root: PathBuf,
-    dir: tempfile::TempDir,
-    finished: bool,
+    d: Daemon,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "e2e tests must run as root"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("peapod-services-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        let load = Command::new(peapod_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["image", "load", "-i"])
-            .arg(busybox_archive())
-            .env_remove("PEAPOD_LOG")
-            .output()
-            .expect("run peapod image load");
-        assert!(load.status.success(), "image load: {load:?}");
-        let mut cluster = Cluster {
-            daemon: None,
-            root,
-            dir,
-            finished: false,
+        let dir = root_tempdir("peapod-services-");
+        let mut c = Cluster {
+            d: Daemon::new(dir, Leftovers::Peapod),
         };
-        cluster.remove_network();
-        for _ in 0..5 {
-            let port = free_port();
-            let log = std::fs::File::create(cluster.log_path()).expect("daemon log");
-            let err = log.try_clone().expect("daemon log");
-            cluster.daemon = Some(
-                Command::new(peapod_bin())
-                    .arg("--root")
-                    .arg(&cluster.root)
-                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                    .env_remove("PEAPOD_LOG")
-                    .env("PEAPOD_BRIDGE", BRIDGE)
-                    .env("PEAPOD_POD_CIDR", "10.124.0.0/24")
-                    .env("PEAPOD_SERVICE_CIDR", SERVICE_CIDR)
-                    .env("PEAPOD_NFT_TABLE", TABLE)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err)
-                    .spawn()
-                    .expect("spawn peapod serve"),
-            );
-            if cluster.wait_ready() {
-                return cluster;
-            }
-            cluster.daemon = None;
-            assert!(
-                cluster.log().contains("Address already in use"),
-                "peapod serve exited\n{}",
-                cluster.log()
-            );
-        }
-        panic!("no free port for peapod serve\n{}", cluster.log());
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let ready = poll_until(Instant::now() + Duration::from_secs(30), || {
-            let daemon = self.daemon.as_mut().expect("daemon");
-            if daemon.try_wait().expect("try_wait").is_some() {
-                return Some(false);
-            }
-            if !self.root.join("kubeconfig").is_file() {
-                return None;
-            }
-            let out = self.kubectl(&["get", "--raw", "/readyz"]);
-            (out.status.success() && out.stdout == b"ok").then_some(true)
-        });
-        ready.unwrap_or_else(|| panic!("peapod serve not ready in 30 s\n{}", self.log()))
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("daemon.log")
+        c.remove_network();
+        c.d.serve(&[
+            ("PEAPOD_BRIDGE", BRIDGE),
+            ("PEAPOD_POD_CIDR", "10.124.0.0/24"),
+            ("PEAPOD_SERVICE_CIDR", SERVICE_CIDR),
+            ("PEAPOD_NFT_TABLE", TABLE),
+        ]);
+        c
     }
 
     fn log(&self) -> String {
-        format!(
-            "--- peapod serve log:\n{}",
-            std::fs::read_to_string(self.log_path()).unwrap_or_default()
-        )
+        self.d.log()
     }
 
-    fn kubectl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(KUBECTL);
-        cmd.arg("--kubeconfig")
-            .arg(self.root.join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("cache"))
-            .args(args)
-            .env("HOME", self.dir.path().join("home"))
-            .env_remove("KUBECONFIG");
-        run(cmd)
+    fn kubectl(&self, args: &[&str]) -> Out {
+        let (cmd, what) = self.d.kubectl_command(LATEST, args);
+        run(cmd, what)
     }
 
     /// stdout of a kubectl command that must succeed.
@@ -292,7 +140,7 @@ impl Cluster {
             text(&out),
             self.log()
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.stdout
     }
 
     /// Polls a kubectl command until it succeeds with stdout satisfying `want`.
@@ -300,7 +148,7 @@ impl Cluster {
         let mut last = None;
         let found = poll_until(Instant::now() + TIMEOUT, || {
             let out = self.kubectl(args);
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stdout = out.stdout.clone();
             let good = out.status.success() && want(&stdout);
             last = Some(out);
             good.then_some(stdout)
@@ -316,7 +164,7 @@ impl Cluster {
     }
 
     fn apply(&self, name: &str, yaml: &str) {
-        let path = self.dir.path().join(name);
+        let path = self.d.dir.path().join(name);
         std::fs::write(&path, yaml).expect("write manifest");
         self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
     }
@@ -350,44 +198,21 @@ impl Cluster {
     }
 
     fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
-        let mut daemon = self.daemon.take()?;
-        let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-        let status = poll_until(Instant::now() + Duration::from_secs(20), || {
-            daemon.try_wait().ok().flatten()
-        });
-        if status.is_none() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-        status
-    }
-
-    fn sweep(&self) {
-        for pid in processes_of(&self.root) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = poll_until(Instant::now() + Duration::from_secs(10), || {
-            processes_of(&self.root).is_empty().then_some(())
-        });
-        let mut mounts = mounts_under(&self.root);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        self.remove_network();
+        self.d.stop().ok()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.finished {
+        if self.d.is_finished() {
             return;
         }
-        if self.daemon.is_some() {
+        if self.d.is_running() {
             let _ = self.kubectl(&["delete", "pods", "--all", "--wait=true", "--timeout=30s"]);
         }
         self.stop_daemon();
-        self.sweep();
+        self.d.sweep();
+        self.remove_network();
     }
 }
 
@@ -568,11 +393,11 @@ fn pod_ips_services_dns_and_node_ports() {
     );
 
     // Cleanup through kubectl, then the daemon; nothing of the network is left.
-    c.finished = true;
+    c.d.set_finished();
     c.ok(&["delete", "pods", "--all", "--wait=true", "--timeout=60s"]);
     c.ok_until(&["get", "pods", "-o", "name"], |s| s.trim().is_empty());
     assert_eq!(links(VETH_PREFIX), Vec::<String>::new(), "pod veths left");
-    let ipam = c.root.join("ipam").join(BRIDGE);
+    let ipam = c.d.root.join("ipam").join(BRIDGE);
     let left: Vec<String> = std::fs::read_dir(&ipam)
         .into_iter()
         .flatten()
@@ -590,6 +415,10 @@ fn pod_ips_services_dns_and_node_ports() {
     assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
     assert!(!nft_table_exists(), "nft table {TABLE} left");
     assert!(!service_route_exists(), "route {SERVICE_CIDR} left");
-    assert_eq!(processes_of(&c.root), Vec::<i32>::new(), "processes left");
-    assert_eq!(mounts_under(&c.root), Vec::<PathBuf>::new(), "mounts left");
+    assert_eq!(processes_of(&c.d.root), Vec::<i32>::new(), "processes left");
+    assert_eq!(
+        mounts_under(&c.d.root),
+        Vec::<PathBuf>::new(),
+        "mounts left"
+    );
 }
