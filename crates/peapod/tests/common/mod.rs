@@ -121,6 +121,8 @@ struct Observed {
     pod_uids: BTreeSet<String>,
     /// Container ID -> its init process (from `started.json`), identified by PID and start time.
     container_procs: BTreeMap<String, Proc>,
+    /// Pod addresses allocated under `<root>/ipam/` (their veths are named after them).
+    pod_ips: BTreeSet<std::net::Ipv4Addr>,
 }
 
 /// A process, identified across PID reuse by its start time.
@@ -353,8 +355,21 @@ impl TestRoot {
                 procs.push((id, proc));
             }
         }
+        let ips: Vec<std::net::Ipv4Addr> = std::fs::read_dir(root.join("ipam"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|bridge| {
+                std::fs::read_dir(bridge.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .collect();
         let mut observed = observed.lock().unwrap_or_else(|e| e.into_inner());
         observed.pod_uids.extend(uids);
+        observed.pod_ips.extend(ips);
         for (id, proc) in procs {
             observed.container_procs.entry(id).or_insert(proc);
         }
@@ -815,13 +830,25 @@ impl RunningPod {
             "pod addresses still allocated under {}: {allocated:?}",
             ipam.display()
         );
-        let after = host_net_devices();
-        assert_eq!(
-            after.len(),
-            self.net_devices.len(),
-            "host network devices changed: before {:?}, after {after:?}",
-            self.net_devices
-        );
+        // The run's own veths (named after its pod addresses) are gone; other network devices
+        // are not compared, since other programs on the host may add or remove theirs.
+        let ips: Vec<std::net::Ipv4Addr> = self
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pod_ips
+            .iter()
+            .copied()
+            .collect();
+        let left: Vec<String> = ips
+            .iter()
+            .flat_map(|ip| {
+                let host = format!("pp{:08x}", u32::from(*ip));
+                [host.clone(), format!("{host}p")]
+            })
+            .filter(|name| Path::new("/sys/class/net").join(name).exists())
+            .collect();
+        assert!(left.is_empty(), "network devices of the run left: {left:?}");
     }
 
     fn stop_sampler(&mut self) {
