@@ -306,6 +306,16 @@ async fn create(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (_, body) = read_body(req).await?;
+    create_object(state, target, params, body)
+}
+
+/// Admits and stores a new object (only admits it under `dryRun=All`); 201 with the object.
+fn create_object(
+    state: &ApiState,
+    target: &Target,
+    params: &HashMap<String, String>,
+    body: Value,
+) -> Result<Response, ApiError> {
     ensure_namespace(state, target)?;
     let admitted = admit_create(
         target.resource,
@@ -482,22 +492,7 @@ async fn apply_server_side(
 ) -> Result<Response, ApiError> {
     let key = target.key(name);
     match state.store.get(&key)? {
-        None => {
-            ensure_namespace(state, target)?;
-            let admitted = admit_create(
-                target.resource,
-                target.namespace.as_deref(),
-                body,
-                validation(params),
-                &state.node_name,
-            )?;
-            let object = if dry_run(params) {
-                admitted.object
-            } else {
-                state.store.create(&key, admitted.object)?
-            };
-            Ok(json(StatusCode::CREATED, &object))
-        }
+        None => create_object(state, target, params, body),
         Some(_) => {
             let spec = PatchSpec {
                 body: &body,
