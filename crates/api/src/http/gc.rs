@@ -35,9 +35,7 @@ pub fn orphans_to_delete(objects: &[(usize, ObjectKey, Value)]) -> Vec<(usize, O
         .iter()
         .filter(|(_, _, o)| {
             let owners = owner_uids(o);
-            let deleting = o["metadata"]
-                .get("deletionTimestamp")
-                .is_some_and(|d| !d.is_null());
+            let deleting = super::objects::is_deleting(o);
             !owners.is_empty() && !deleting && owners.iter().all(|u| !live.contains(u))
         })
         .cloned()

@@ -280,17 +280,11 @@ fn ensure_namespace(state: &ApiState, target: &Target) -> Result<(), ApiError> {
         name: ns.to_string(),
     };
     match state.store.get(&key)? {
-        Some(n)
-            if n["metadata"]
-                .get("deletionTimestamp")
-                .is_some_and(|d| !d.is_null()) =>
-        {
-            Err(ApiError::Forbidden {
-                message: format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
-            })
-        }
+        Some(n) if is_deleting(&n) => Err(ApiError::Forbidden {
+            message: format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        }),
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound {
             kind: "namespaces".into(),
@@ -371,6 +365,21 @@ async fn update(
     ))
 }
 
+/// Whether the object is being deleted (`metadata.deletionTimestamp` set).
+pub fn is_deleting(object: &Value) -> bool {
+    object["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+}
+
+/// Whether finalizers still hold the object.
+fn has_finalizers(object: &Value) -> bool {
+    object["metadata"]
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
 /// Stores an updated object; one whose deletion was only waiting for its finalizers goes.
 fn finish_write(
     state: &ApiState,
@@ -378,13 +387,8 @@ fn finish_write(
     key: &ObjectKey,
     object: Value,
 ) -> Result<Value, ApiError> {
-    let deleting = object["metadata"]
-        .get("deletionTimestamp")
-        .is_some_and(|d| !d.is_null());
-    let finalizers = object["metadata"]
-        .get("finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let deleting = is_deleting(&object);
+    let finalizers = has_finalizers(&object);
     let stored = state.store.update(key, object)?;
     if deleting
         && !finalizers
@@ -570,13 +574,8 @@ pub fn delete_object(
     grace: Option<i64>,
     precondition: Option<u64>,
 ) -> Result<Value, ApiError> {
-    let already = object["metadata"]
-        .get("deletionTimestamp")
-        .is_some_and(|d| !d.is_null());
-    let finalizers = object["metadata"]
-        .get("finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let already = is_deleting(&object);
+    let finalizers = has_finalizers(&object);
     match resource.kind {
         "Pod" if resource.group.is_empty() => {
             let spec_grace = object["spec"]["terminationGracePeriodSeconds"]
@@ -658,11 +657,7 @@ pub fn finish_namespaces(state: &ApiState) -> Result<(), ApiError> {
         .store
         .list("namespaces", None, &ListOptions::default())?
         .items;
-    for ns in namespaces.iter().filter(|n| {
-        n["metadata"]
-            .get("deletionTimestamp")
-            .is_some_and(|d| !d.is_null())
-    }) {
+    for ns in namespaces.iter().filter(|n| is_deleting(n)) {
         let name = ns["metadata"]["name"].as_str().unwrap_or("");
         let mut empty = true;
         for resource in super::registry::RESOURCES.iter().filter(|r| r.namespaced) {
