@@ -42,6 +42,9 @@ enum Command {
     /// Manage local images
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
+    /// Manage the host side of the pod network (the bridge pods share)
+    #[command(subcommand)]
+    Network(cli::network::NetworkCommand),
     /// A container's monitor process (internal; dispatched before clap)
     #[command(name = "__monitor", hide = true)]
     Monitor { dir: PathBuf },
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Monitor { .. } | Command::Sandbox { .. } => 2,
         Command::Image(cmd) => report(cli::image::run(cmd, &args.root)),
+        Command::Network(cmd) => report(cli::network::run(cmd, &args.root)),
         Command::Kubeconfig(_) => report(cli::serve::kubeconfig(&args.root)),
         Command::Serve(serve) => {
             cli::logging::init();

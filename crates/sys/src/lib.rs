@@ -9,6 +9,7 @@ pub mod fs;
 pub mod init;
 pub mod mount;
 pub mod net;
+pub mod netlink;
 pub mod ns;
 pub mod process;
 

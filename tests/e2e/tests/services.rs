@@ -412,8 +412,26 @@ fn pod_ips_services_dns_and_node_ports() {
         "daemon exit {status:?}\n{}",
         c.log()
     );
-    assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
     assert!(!nft_table_exists(), "nft table {TABLE} left");
+    // The bridge is node setup and stays (as a CNI bridge does) until it is removed.
+    assert_eq!(links(BRIDGE), vec![BRIDGE.to_string()], "bridge kept");
+    let removed = Command::new(peapod_e2e::binaries::peapod_bin())
+        .args(["network", "remove"])
+        .env("PEAPOD_ROOT", &c.d.root)
+        .env("PEAPOD_BRIDGE", BRIDGE)
+        .output()
+        .expect("run peapod network remove");
+    assert!(
+        removed.status.success(),
+        "peapod network remove: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
+    let guard = Command::new("nft")
+        .args(["list", "table", "ip", &format!("{BRIDGE}_guard")])
+        .output()
+        .expect("nft");
+    assert!(!guard.status.success(), "guard table left");
     assert!(!service_route_exists(), "route {SERVICE_CIDR} left");
     assert_eq!(processes_of(&c.d.root), Vec::<i32>::new(), "processes left");
     assert_eq!(
