@@ -220,6 +220,9 @@ fn pump(
     ];
     let mut exit: Option<(Exit, String)> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    // From here on the monitor only waits, copies and formats log lines: what startup paged
+    // in of the binary need not stay resident for the container's whole life.
+    sysproc::release_clean_exe_pages();
     loop {
         for (reaped, how) in sysproc::reap_exited() {
             if reaped == pid {
