@@ -323,6 +323,28 @@ fn pod_ips_services_dns_and_node_ports() {
         ],
         |s| s == web_ip,
     );
+    // The same endpoints as an EndpointSlice, which kubectl 1.31+ describes the Service from.
+    c.ok_until(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[0].addresses[0]} {.items[0].ports[0].port}",
+        ],
+        |s| s == format!("{web_ip} 80"),
+    );
+    let table = c.ok(&["get", "endpointslices"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("IPv4") && table.contains(&web_ip),
+        "{table}"
+    );
+    let described = c.ok(&["describe", "service", "web"]);
+    assert!(
+        described.contains("Endpoints:") && described.contains(&format!("{web_ip}:80")),
+        "{described}"
+    );
     let body = c.ok_until(
         &[
             "exec",

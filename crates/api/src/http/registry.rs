@@ -131,6 +131,17 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -175,7 +186,11 @@ mod tests {
         assert!(lookup("", "v1", "deployments").is_none());
         assert_eq!(
             groups(),
-            vec![("events.k8s.io", "v1"), ("coordination.k8s.io", "v1")]
+            vec![
+                ("events.k8s.io", "v1"),
+                ("discovery.k8s.io", "v1"),
+                ("coordination.k8s.io", "v1")
+            ]
         );
     }
 }

@@ -75,6 +75,18 @@ fn columns(resource: &str) -> Vec<Column> {
             ("Count", "string", "", 1),
             ("Name", "string", "name", 1),
         ],
+        "endpoints" => vec![
+            ("Name", "string", "name", 0),
+            ("Endpoints", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "endpointslices" => vec![
+            ("Name", "string", "name", 0),
+            ("AddressType", "string", "", 0),
+            ("Ports", "string", "", 0),
+            ("Endpoints", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
         "nodes" => vec![
             ("Name", "string", "name", 0),
             ("Status", "string", "", 0),
@@ -167,6 +179,58 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
                 }),
             ]
         }
+        "endpoints" => {
+            let mut shown = Vec::new();
+            for subset in o
+                .get("subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64())
+                    .collect();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = a["ip"].as_str().unwrap_or("");
+                    if ports.is_empty() {
+                        shown.push(ip.to_string());
+                    }
+                    shown.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            vec![name, json!(first_three(&shown)), created]
+        }
+        "endpointslices" => {
+            let ports: Vec<String> = o
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    p["port"]
+                        .as_i64()
+                        .map_or("<unset>".into(), |n| n.to_string())
+                })
+                .collect();
+            let addresses: Vec<String> = o
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                name,
+                json!(s(o, "/addressType")),
+                json!(first_three(&ports)),
+                json!(first_three(&addresses)),
+                created,
+            ]
+        }
         "events" => {
             let last = [
                 s(o, "/lastTimestamp"),
@@ -217,6 +281,16 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         _ => vec![name, created],
+    }
+}
+
+/// Up to three items joined by commas and `+ N more...`, or `<none>`, as kubectl prints
+/// endpoints.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0 => "<none>".into(),
+        n if n <= 3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
     }
 }
 
