@@ -146,8 +146,17 @@ async fn start_network(
         records,
     ))];
     let dns = SocketAddr::from((network.config().gateway(), 53));
+    let upstreams = peapod_net::dns::upstreams(
+        std::env::var("PEAPOD_DNS_UPSTREAM").ok().as_deref(),
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        network.config().gateway(),
+    );
     match DnsServer::bind(dns).await {
-        Ok(server) => tasks.push(server.serve(records_rx)),
+        Ok(server) => tasks.push(
+            server
+                .forward_to(upstreams, peapod_net::dns::server::UPSTREAM_TIMEOUT)
+                .serve(records_rx),
+        ),
         Err(error) => {
             warn!(%error, %dns, "cluster DNS not served (another daemon on this bridge?)")
         }

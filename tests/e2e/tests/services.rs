@@ -100,6 +100,43 @@ fn http_get(port: u16) -> Option<String> {
     (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
+/// What the fake upstream resolver answers for every A query.
+const UPSTREAM_ANSWER: &str = "192.0.2.7";
+
+/// A resolver on loopback standing for the host's: every A query gets `UPSTREAM_ANSWER`,
+/// others an empty answer. Its thread ends with the test process.
+fn fake_upstream() -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind upstream");
+    let addr = sock.local_addr().expect("upstream address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if let Some(reply) = upstream_reply(&buf[..n]) {
+                let _ = sock.send_to(&reply, peer);
+            }
+        }
+    });
+    addr
+}
+
+/// The reply to one query: its header and question, and an A record when it asked for one.
+fn upstream_reply(q: &[u8]) -> Option<Vec<u8>> {
+    let mut end = 12;
+    while *q.get(end)? != 0 {
+        end += 1 + usize::from(q[end]);
+    }
+    end += 5; // the root label, QTYPE, QCLASS
+    let question = q.get(12..end)?;
+    let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+    let mut r = vec![q[0], q[1], 0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0];
+    r.extend_from_slice(question);
+    if is_a {
+        // The name by pointer to the question, A, IN, TTL 60, four bytes.
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+    }
+    Some(r)
+}
+
 /// `peapod serve` on a temporary root and a network of its own.
 struct Cluster {
     d: Daemon,
@@ -112,7 +149,9 @@ impl Cluster {
             d: Daemon::new(dir, Leftovers::Peapod),
         };
         c.remove_network();
+        let upstream = fake_upstream().to_string();
         c.d.serve(&[
+            ("PEAPOD_DNS_UPSTREAM", upstream.as_str()),
             ("PEAPOD_BRIDGE", BRIDGE),
             ("PEAPOD_POD_CIDR", "10.124.0.0/24"),
             ("PEAPOD_SERVICE_CIDR", SERVICE_CIDR),
@@ -375,6 +414,12 @@ fn pod_ips_services_dns_and_node_ports() {
         "no-such-service.default.svc.cluster.local",
     ]);
     assert!(!nx.status.success(), "{}", text(&nx));
+    // A name outside the cluster goes to the upstream resolver (the test's, on loopback).
+    let external = c.ok_until(
+        &["exec", "client", "--", "nslookup", "peapod-upstream.test"],
+        |s| s.contains(UPSTREAM_ANSWER),
+    );
+    assert!(external.contains(UPSTREAM_ANSWER), "{external}");
 
     // NodePort from the host.
     c.ok(&[

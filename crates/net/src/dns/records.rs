@@ -27,6 +27,8 @@ pub struct Records {
     records: BTreeMap<String, Vec<Rdata>>,
     /// Names with records, and every name above them inside the cluster domain.
     names: BTreeSet<String>,
+    /// The cluster domain (`cluster.local`), lowercase; empty before the first build.
+    domain: String,
 }
 
 /// What a lookup found.
@@ -40,7 +42,10 @@ pub enum Lookup {
 
 impl Records {
     pub fn build(domain: &str, services: &[Service], endpoints: &[Endpoints]) -> Records {
-        let mut r = Records::default();
+        let mut r = Records {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            ..Records::default()
+        };
         let eps: BTreeMap<(String, String), &Endpoints> =
             endpoints.iter().map(|e| (key(&e.metadata), e)).collect();
         for svc in services {
@@ -123,6 +128,18 @@ impl Records {
     }
 
     /// The answer for `name` (lowercase) and query type `qtype`.
+    /// Whether this server answers for `name` itself: the cluster domain and everything below
+    /// it, and the reverse names of cluster addresses. Other names go to the upstream servers.
+    pub fn is_local(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.domain.is_empty()
+            || name == self.domain
+            || name
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|rest| rest.ends_with('.'))
+            || self.names.contains(&name)
+    }
+
     pub fn lookup(&self, name: &str, qtype: u16) -> Lookup {
         if !self.names.contains(name) {
             return Lookup::NxDomain;
