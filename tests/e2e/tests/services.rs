@@ -420,6 +420,35 @@ fn pod_ips_services_dns_and_node_ports() {
         |s| s.contains(UPSTREAM_ANSWER),
     );
     assert!(external.contains(UPSTREAM_ANSWER), "{external}");
+    // An ExternalName Service is an alias (CNAME) for its external name.
+    c.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=peapod-upstream.test",
+    ]);
+    let alias = c.ok_until(
+        &[
+            "exec",
+            "client",
+            "--",
+            "nslookup",
+            "ext.default.svc.cluster.local",
+        ],
+        |s| s.contains("canonical name = peapod-upstream.test"),
+    );
+    assert!(alias.contains("canonical name"), "{alias}");
+    // `kubectl create service` sends protobuf.
+    c.ok(&["create", "service", "clusterip", "made", "--tcp=81:8080"]);
+    let made = c.ok(&[
+        "get",
+        "service",
+        "made",
+        "-o",
+        "jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector.app}",
+    ]);
+    assert_eq!(made, "ClusterIP 81 8080 made");
 
     // NodePort from the host.
     c.ok(&[
@@ -449,7 +478,7 @@ fn pod_ips_services_dns_and_node_ports() {
     assert_eq!(body, "hello-from-web\n");
 
     // Deleting a Service removes its rules and Endpoints.
-    c.ok(&["delete", "svc", "web-np", "web"]);
+    c.ok(&["delete", "svc", "web-np", "web", "ext", "made"]);
     c.ok_until(&["get", "endpoints", "-o", "name"], |s| s.trim().is_empty());
     assert!(
         poll_until(Instant::now() + TIMEOUT, || http_get(node_port)

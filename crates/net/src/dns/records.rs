@@ -68,6 +68,12 @@ impl Records {
                         r.add(&format!("_{pname}._{proto}.{fqdn}"), srv, domain);
                     }
                 }
+            } else if spec.type_.as_deref() == Some("ExternalName") {
+                // <https://kubernetes.io/docs/concepts/services-networking/service/#externalname>
+                if let Some(target) = spec.external_name.as_deref().filter(|t| !t.is_empty()) {
+                    let target = target.trim_end_matches('.').to_ascii_lowercase();
+                    r.add(&fqdn, Rdata::Cname(target), domain);
+                }
             } else if cluster_ip == "None" {
                 r.names_above(&fqdn, domain);
                 let e = eps.get(&(ns.clone(), name.clone()));
@@ -149,7 +155,8 @@ impl Records {
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|d| qtype == TYPE_ANY || d.rtype() == qtype)
+            // An alias answers every type with itself (RFC 1034 3.6.2); the client follows it.
+            .filter(|d| qtype == TYPE_ANY || d.rtype() == qtype || matches!(d, Rdata::Cname(_)))
             .map(|d| Record {
                 name: name.to_string(),
                 ttl: TTL,
@@ -187,6 +194,7 @@ mod tests {
         let services: Vec<Service> = serde_json::from_value(json!([
             {"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}},
             {"metadata": {"name": "db", "namespace": "prod"}, "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}},
+            {"metadata": {"name": "ext", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "DB.Example.com."}},
         ]))
         .expect("services");
         let endpoints: Vec<Endpoints> = serde_json::from_value(json!([
@@ -239,6 +247,26 @@ mod tests {
             ips(r.lookup("10.0.96.10.in-addr.arpa", TYPE_PTR)),
             vec![Rdata::Ptr("web.default.svc.cluster.local".into())]
         );
+    }
+
+    #[test]
+    fn external_name_is_an_alias_for_every_type_and_names_outside_are_not_local() {
+        let r = records();
+        let alias = vec![Rdata::Cname("db.example.com".into())];
+        assert_eq!(
+            ips(r.lookup("ext.default.svc.cluster.local", TYPE_A)),
+            alias
+        );
+        assert_eq!(
+            ips(r.lookup("ext.default.svc.cluster.local", TYPE_AAAA)),
+            alias
+        );
+        assert!(r.is_local("ext.default.svc.cluster.local"));
+        assert!(r.is_local("cluster.local"));
+        assert!(r.is_local("10.0.96.10.in-addr.arpa"));
+        assert!(!r.is_local("db.example.com"));
+        assert!(!r.is_local("notcluster.local"));
+        assert!(!r.is_local("1.0.0.10.in-addr.arpa"));
     }
 
     #[test]

@@ -15,9 +15,14 @@ use std::collections::BTreeMap;
 /// The label the controller puts on the Endpoints it manages.
 pub const MANAGED_BY: (&str, &str) = ("endpoints.kubernetes.io/managed-by", "endpoint-controller");
 
-/// The subsets for `service`; `None` when it has no selector (its Endpoints are the user's).
+/// The subsets for `service`; `None` when it has no selector (its Endpoints are the user's) or
+/// is an ExternalName Service.
 pub fn subsets(service: &Service, pods: &[Pod]) -> Option<Vec<EndpointSubset>> {
     let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        // Only a DNS alias: no endpoints, whatever its selector.
+        return None;
+    }
     let selector = spec.selector.as_ref().filter(|s| !s.is_empty())?;
     let ns = service.metadata.namespace.as_deref().unwrap_or("default");
     let name = service.metadata.name.as_deref().unwrap_or("");
