@@ -16,6 +16,7 @@ pub mod security;
 pub mod status;
 mod stop;
 pub mod translate;
+pub mod volumes;
 pub mod worker;
 
 pub use context::PodContext;

@@ -445,9 +445,10 @@ pub fn volume_source(ctx: &PodContext, sandbox: &SandboxDir, name: &str) -> Opti
         .as_ref()?
         .iter()
         .find(|v| v.name == name)?;
-    match &volume.host_path {
-        Some(hp) => Some(PathBuf::from(&hp.path)),
-        None => Some(sandbox.volume(name)),
+    match (&volume.host_path, &volume.persistent_volume_claim) {
+        (Some(hp), _) => Some(PathBuf::from(&hp.path)),
+        (None, Some(_)) => ctx.claims.get(name).cloned(),
+        (None, None) => Some(sandbox.volume(name)),
     }
 }
 

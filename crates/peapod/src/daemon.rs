@@ -46,6 +46,8 @@ impl Daemon {
             .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
+        peapod_kubelet::volumes::ensure_default_class(&store)
+            .context("create the default StorageClass")?;
         let pki = Pki::load_or_create(&root.join("pki"), &[])
             .context("load or create the certificates")?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -85,6 +87,10 @@ impl Daemon {
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));
         tokio::spawn(heartbeat(api.store.clone(), api.node_name.clone()));
+        tokio::spawn(peapod_kubelet::volumes::run(
+            store.clone(),
+            root.join("volumes"),
+        ));
         tokio::spawn(controller.clone().run(store, node, node_name));
         Ok(Daemon {
             api,

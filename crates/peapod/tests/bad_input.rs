@@ -138,6 +138,20 @@ fn duplicate_port_name() {
 }
 
 #[test]
+fn claim_volume_in_a_run() {
+    assert_refused(
+        &POD.replace(
+            "  restartPolicy: Never\n",
+            "  restartPolicy: Never\n  volumes:\n  - name: d\n    persistentVolumeClaim:\n      claimName: data\n",
+        ),
+        &[
+            "spec.volumes[0].persistentVolumeClaim: Forbidden",
+            "peapod serve",
+        ],
+    );
+}
+
+#[test]
 fn image_not_in_the_store() {
     assert_refused(
         &POD.replace("image: busybox", "image: nginx:1.25"),

@@ -142,6 +142,17 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        short_names: &["sc"],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -189,6 +200,7 @@ mod tests {
             vec![
                 ("events.k8s.io", "v1"),
                 ("discovery.k8s.io", "v1"),
+                ("storage.k8s.io", "v1"),
                 ("coordination.k8s.io", "v1")
             ]
         );

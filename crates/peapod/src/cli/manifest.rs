@@ -169,6 +169,13 @@ pub fn check_references(
         }
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let vpath = spec_path.child("volumes").index(i);
+            if v.persistent_volume_claim.is_some() {
+                // A run's objects live as long as the run: a claim would lose its data.
+                push(FieldError::forbidden(
+                    vpath.child("persistentVolumeClaim"),
+                    "peapod run does not provision claims: use `peapod serve` and kubectl, or a hostPath volume",
+                ));
+            }
             if let Some(cm) = &v.config_map {
                 if cm.optional != Some(true) && !cm_names.contains(cm.name.as_str()) {
                     push(FieldError::not_found(
