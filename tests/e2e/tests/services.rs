@@ -18,11 +18,10 @@
 //! own: the kubectl command timeout bounds them, and the network answers refusals at once.
 
 use peapod_e2e::{
-    mounts_under, peapod_processes_under, poll_every, root_tempdir, run_with_input, Daemon,
-    Leftovers, Out, LATEST,
+    http_get, mounts_under, peapod_processes_under, poll_every, root_tempdir, run_with_input,
+    Daemon, Leftovers, Out, LATEST,
 };
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -86,18 +85,6 @@ fn processes_of(root: &Path) -> Vec<i32> {
         .into_iter()
         .map(|(pid, _)| pid)
         .collect()
-}
-
-/// One `GET /` on 127.0.0.1:`port`: the body when the answer is 200.
-fn http_get(port: u16) -> Option<String> {
-    let timeout = Duration::from_secs(2);
-    let mut s = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    write!(s, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// What the fake upstream resolver answers for every A query.
@@ -231,9 +218,11 @@ impl Cluster {
                 let _ = Command::new("ip").args(["link", "del", &link]).output();
             }
         }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
-            .output();
+        for table in [TABLE.to_string(), format!("{BRIDGE}_guard")] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .output();
+        }
     }
 
     fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {

@@ -3,9 +3,7 @@
 //! recreating the pod, a pod waits in Pending for a claim that does not exist yet, and deleting
 //! the claim deletes the volume and its directory.
 
-use peapod_e2e::{
-    poll_until, root_tempdir, Daemon, Leftovers, Out, COMMAND_TIMEOUT, LATEST, POD_TIMEOUT,
-};
+use peapod_e2e::{poll_until, root_tempdir, Daemon, Leftovers, POD_TIMEOUT};
 use std::time::Instant;
 
 const CLAIM: &str = r#"apiVersion: v1
@@ -54,42 +52,15 @@ impl Cluster {
         Cluster { d }
     }
 
-    fn kubectl(&self, args: &[&str]) -> Out {
-        let (cmd, what) = self.d.kubectl_command(LATEST, args);
-        peapod_e2e::run_command(cmd, what, COMMAND_TIMEOUT).expect("run kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}\n{}\n{}",
-            args.join(" "),
-            out.stdout,
-            out.stderr,
-            self.d.log()
-        );
-        out.stdout
-    }
-
-    fn ok_until(&self, args: &[&str], want: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        poll_until(Instant::now() + POD_TIMEOUT, || {
-            let out = self.kubectl(args);
-            last = format!("{}{}", out.stdout, out.stderr);
-            (out.status.success() && want(&out.stdout)).then(|| out.stdout.clone())
-        })
-        .unwrap_or_else(|| panic!("kubectl {}: last {last}\n{}", args.join(" "), self.d.log()))
-    }
-
     fn apply(&self, name: &str, yaml: &str) {
         let path = self.d.dir.path().join(name);
         std::fs::write(&path, yaml).expect("write manifest");
-        self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        self.d
+            .ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
     }
 
     fn running(&self, pod: &str) {
-        self.ok_until(
+        self.d.ok_until(
             &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
             |s| s == "Running",
         );
@@ -108,7 +79,7 @@ impl Cluster {
 #[test]
 fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
     let mut c = Cluster::start();
-    let classes = c.ok(&["get", "storageclass"]);
+    let classes = c.d.ok(&["get", "storageclass"]);
     assert!(
         classes.contains("local-path (default)"),
         "default class: {classes}"
@@ -116,7 +87,7 @@ fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
 
     // A pod naming a claim that does not exist waits in Pending, and says why.
     c.apply("first.yaml", &pod("first"));
-    c.ok_until(
+    c.d.ok_until(
         &[
             "get",
             "events",
@@ -126,19 +97,20 @@ fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
         |s| s.contains("persistentvolumeclaim \"data\" not found"),
     );
     assert_eq!(
-        c.ok(&["get", "pod", "first", "-o", "jsonpath={.status.phase}"]),
+        c.d.ok(&["get", "pod", "first", "-o", "jsonpath={.status.phase}"]),
         "Pending"
     );
 
     // The claim arrives: it is provisioned and bound, and the pod starts.
     c.apply("claim.yaml", CLAIM);
-    c.ok_until(
+    c.d.ok_until(
         &["get", "pvc", "data", "-o", "jsonpath={.status.phase}"],
         |s| s == "Bound",
     );
-    let volume = c.ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
+    let volume =
+        c.d.ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
     assert!(volume.starts_with("pvc-"), "{volume}");
-    let pv = c.ok(&[
+    let pv = c.d.ok(&[
         "get",
         "pv",
         &volume,
@@ -148,7 +120,7 @@ fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
     assert_eq!(pv, "Bound data 64Mi local-path");
     assert_eq!(c.volumes_dir(), vec![volume.clone()]);
     c.running("first");
-    c.ok(&[
+    c.d.ok(&[
         "exec",
         "first",
         "--",
@@ -158,18 +130,18 @@ fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
     ]);
 
     // The pod goes; a new one finds the data.
-    c.ok(&["delete", "pod", "first", "--wait=true"]);
+    c.d.ok(&["delete", "pod", "first", "--wait=true"]);
     c.apply("second.yaml", &pod("second"));
     c.running("second");
     assert_eq!(
-        c.ok(&["exec", "second", "--", "cat", "/data/marker"]),
+        c.d.ok(&["exec", "second", "--", "cat", "/data/marker"]),
         "kept\n"
     );
-    c.ok(&["delete", "pod", "second", "--wait=true"]);
+    c.d.ok(&["delete", "pod", "second", "--wait=true"]);
 
     // Deleting the claim deletes its volume (reclaimPolicy Delete) and the directory.
-    c.ok(&["delete", "pvc", "data", "--wait=true"]);
-    c.ok_until(&["get", "pv", "-o", "name"], |s| s.trim().is_empty());
+    c.d.ok(&["delete", "pvc", "data", "--wait=true"]);
+    c.d.ok_until(&["get", "pv", "-o", "name"], |s| s.trim().is_empty());
     let gone = poll_until(Instant::now() + POD_TIMEOUT, || {
         c.volumes_dir().is_empty().then_some(())
     });
