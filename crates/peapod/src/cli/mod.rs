@@ -3,5 +3,6 @@
 pub mod image;
 pub mod logging;
 pub mod manifest;
+pub mod pull;
 pub mod run;
 pub mod serve;

@@ -1,0 +1,327 @@
+//! Root integration tests of image pulls: `peapod image pull` and pods with each
+//! `imagePullPolicy`, against real registries on loopback (Debian's `docker-registry`, see
+//! `common/registry.rs`) that `skopeo` pushes the test images into. Nothing leaves 127.0.0.1.
+//!
+//! Run as root: `cargo test -p peapod --test pull`. Needs `docker-registry skopeo
+//! apache2-utils openssl` (scripts/install-deps) and `python3 images/build.py`.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry;
+
+use common::{deadline_in, image_archive, poll_until, TestRoot, BUSYBOX_ARCHIVE};
+use registry::{layer_tar, sha256, Layout, Registry, TestCa, OCI_INDEX};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// `peapod image pull <args>` against `root`.
+fn pull(root: &TestRoot, args: &[&str]) -> Output {
+    let mut all = vec!["image", "pull"];
+    all.extend_from_slice(args);
+    root.peapod(all)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Pulls and fails the test if that fails; returns stdout.
+fn pull_ok(root: &TestRoot, args: &[&str]) -> String {
+    let out = pull(root, args);
+    assert!(
+        out.status.success(),
+        "peapod image pull {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The `Digest: sha256:...` line of a pull's output.
+fn digest_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no digest in {stdout:?}"))
+        .to_owned()
+}
+
+/// `peapod image ls` names.
+fn names(root: &TestRoot) -> Vec<String> {
+    let out = root.peapod(["image", "ls"]);
+    assert!(out.status.success(), "image ls: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Every blob in the store hashes to its name, and `downloads/` holds no finished blob a
+/// committed pull left behind.
+fn assert_store_consistent(root: &TestRoot) {
+    let blobs = root.path().join("images/blobs/sha256");
+    for entry in std::fs::read_dir(&blobs).expect("read blobs") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read blob");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert_eq!(sha256(&bytes), format!("sha256:{name}"), "corrupt blob");
+    }
+}
+
+fn busybox_registry() -> Registry {
+    let registry = Registry::plain();
+    let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
+    registry.push(&source, "busybox:1", &[]);
+    registry
+}
+
+#[test]
+fn pulls_by_tag_then_by_digest_without_fetching_again() {
+    let registry = busybox_registry();
+    let root = TestRoot::empty();
+    let by_tag = format!("{}/busybox:1", registry.host());
+    let out = pull(&root, &["--insecure", &by_tag]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "pull by tag: {stderr}");
+    assert!(
+        stdout.starts_with(&format!("Pulled image: {by_tag} (id ")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(": fetched "),
+        "a layer was fetched: {stderr}"
+    );
+    let digest = digest_of(&stdout);
+
+    let by_digest = format!("{}/busybox@{digest}", registry.host());
+    let out = pull(&root, &["--insecure", &by_digest]);
+    assert!(
+        out.status.success(),
+        "pull by digest: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(digest_of(&text(&out.stdout)), digest);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("already present"), "{stderr}");
+    assert!(
+        !stderr.contains(": fetched "),
+        "nothing fetched twice: {stderr}"
+    );
+    assert_eq!(names(&root), vec![by_tag, by_digest]);
+    assert_store_consistent(&root);
+    // Nothing committed is left in downloads/.
+    let downloads = root.entries("images/downloads");
+    assert!(
+        downloads.iter().all(|f| f.ends_with(".lock")),
+        "{downloads:?}"
+    );
+}
+
+#[test]
+fn pulls_a_docker_v2s2_manifest() {
+    let registry = Registry::plain();
+    let source = format!(
+        "docker-archive:{}",
+        image_archive("busybox.docker.tar").display()
+    );
+    registry.push(&source, "busybox:v2s2", &["--format", "v2s2"]);
+    let root = TestRoot::empty();
+    let reference = format!("{}/busybox:v2s2", registry.host());
+    let digest = digest_of(&pull_ok(&root, &["--insecure", &reference]));
+    let manifest = root
+        .path()
+        .join("images/blobs/sha256")
+        .join(&digest["sha256:".len()..]);
+    let manifest = std::fs::read_to_string(manifest).expect("stored manifest");
+    assert!(
+        manifest.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{manifest}"
+    );
+    assert_eq!(names(&root), vec![reference]);
+}
+
+#[test]
+fn resolves_a_multi_arch_index_to_this_platform() {
+    let registry = Registry::plain();
+    let layout = Layout::new(registry.scratch("multi"));
+    let arm = layout.image(&layer_tar(&[("arch", b"arm64")]), "arm64", &["true"]);
+    let amd = layout.image(&layer_tar(&[("arch", b"amd64")]), "amd64", &["true"]);
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [arm, amd]});
+    let index_desc = layout.blob(OCI_INDEX, index.to_string().as_bytes());
+    layout.finish(index_desc, "multi");
+    let source = format!("oci:{}:multi", layout.dir.display());
+    registry.push(&source, "multi:1", &["--all", "--preserve-digests"]);
+
+    let root = TestRoot::empty();
+    let reference = format!("{}/multi:1", registry.host());
+    let out = pull_ok(&root, &["--insecure", &reference]);
+    assert_eq!(digest_of(&out), amd["digest"].as_str().unwrap_or_default());
+
+    // An index with no manifest for this machine: a precise error, nothing stored.
+    let only_arm =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [arm]});
+    let only_arm_desc = layout.blob(OCI_INDEX, only_arm.to_string().as_bytes());
+    layout.finish(only_arm_desc.clone(), "arm");
+    registry.push(
+        &format!("oci:{}:arm", layout.dir.display()),
+        "multi:arm",
+        &["--all", "--preserve-digests"],
+    );
+    let arm_ref = format!("{}/multi:arm", registry.host());
+    let out = pull(&root, &["--insecure", &arm_ref]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).lines().last().unwrap_or_default(),
+        format!(
+            "error: {arm_ref}: index {} has no manifest for linux/amd64",
+            only_arm_desc["digest"].as_str().unwrap_or_default()
+        )
+    );
+    assert_eq!(names(&root), vec![reference]);
+}
+
+#[test]
+fn missing_tag_and_unreachable_registry_are_precise_errors() {
+    let registry = busybox_registry();
+    let root = TestRoot::empty();
+    let missing = format!("{}/busybox:nope", registry.host());
+    let out = pull(&root, &["--insecure", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {missing}: manifest unknown")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // Without --insecure the client speaks TLS to a plain HTTP registry.
+    let out = pull(&root, &[&format!("{}/busybox:1", registry.host())]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {}/busybox:1: cannot reach registry {}: ",
+            registry.host(),
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    let bad = pull(&root, &["Not/A/Reference"]);
+    assert!(
+        text(&bad.stderr).starts_with("error: invalid image reference \"Not/A/Reference\""),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(names(&root).is_empty());
+}
+
+#[test]
+fn private_registry_needs_its_ca_and_credentials() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::create(scratch.path());
+    let registry = Registry::secure(&ca);
+    let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
+    registry.push(&source, "private/busybox:1", &[]);
+    let root = TestRoot::empty();
+    let reference = format!("{}/private/busybox:1", registry.host());
+    let ca_arg = ca.ca.to_string_lossy().into_owned();
+    let authfile = |user: &str, password: &str| {
+        let path = scratch.path().join(format!("auth-{user}-{password}.json"));
+        let doc = serde_json::json!({"auths": {registry.host(): {"username": user, "password": password}}});
+        std::fs::write(&path, doc.to_string()).expect("write authfile");
+        path.to_string_lossy().into_owned()
+    };
+    let empty_auth = scratch.path().join("none.json");
+    std::fs::write(&empty_auth, "{}").expect("write");
+    let empty_auth = empty_auth.to_string_lossy().into_owned();
+
+    // The system roots do not know the test CA.
+    let out = pull(&root, &["--authfile", &empty_auth, &reference]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot reach registry") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // Anonymous, and with a wrong password: the registry's 401.
+    for auth in [empty_auth.clone(), authfile(registry::USER, "wrong")] {
+        let out = pull(&root, &["--ca", &ca_arg, "--authfile", &auth, &reference]);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("error: {reference}: 401 Unauthorized")),
+            "{stderr}"
+        );
+    }
+    assert!(names(&root).is_empty());
+    let good = authfile(registry::USER, registry::PASSWORD);
+    pull_ok(&root, &["--ca", &ca_arg, "--authfile", &good, &reference]);
+    // The CA by environment, the credentials from $REGISTRY_AUTH_FILE.
+    let again = Command::new(common::peapod_bin())
+        .args(["image", "pull", &reference])
+        .env("PEAPOD_ROOT", root.path())
+        .env("PEAPOD_REGISTRY_CA", &ca.ca)
+        .env("REGISTRY_AUTH_FILE", &good)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peapod");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(names(&root), vec![reference]);
+}
+
+#[test]
+fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
+    let registry = Registry::plain();
+    let layout = Layout::new(registry.scratch("big"));
+    let mut random = vec![0u8; 48 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .expect("read urandom");
+    let layer = layer_tar(&[("big", &random)]);
+    let manifest = layout.image(&layer, "amd64", &["true"]);
+    layout.finish(manifest, "big");
+    registry.push(&format!("oci:{}:big", layout.dir.display()), "big:1", &[]);
+
+    let root = TestRoot::empty();
+    let reference = format!("{}/big:1", registry.host());
+    let downloads = root.path().join("images/downloads");
+    // skopeo may have compressed the layer on its way in: look for any partial download.
+    let partial_size = || {
+        std::fs::read_dir(&downloads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .max()
+    };
+    let mut child = Command::new(common::peapod_bin())
+        .args(["image", "pull", "--insecure", &reference])
+        .env("PEAPOD_ROOT", root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pull");
+    let started = poll_until(deadline_in(Duration::from_secs(60)), || {
+        partial_size().filter(|len| *len > 1 << 20)
+    });
+    let _ = child.kill();
+    let status = child.wait().expect("wait pull");
+    let started = started.expect("the download started");
+    assert!(
+        !status.success(),
+        "killed after {started} bytes, yet it succeeded"
+    );
+    assert!(names(&root).is_empty(), "no name after a killed pull");
+    assert_store_consistent(&root);
+
+    pull_ok(&root, &["--insecure", &reference]);
+    assert_eq!(names(&root), vec![reference]);
+    assert_store_consistent(&root);
+    assert_eq!(
+        partial_size(),
+        None,
+        "the retry replaced the partial download"
+    );
+}
