@@ -64,6 +64,7 @@ impl Daemon {
         let node = Node {
             runtime: Runtime::new(root, &exe),
             images: Arc::new(images),
+            registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
         let network = start_network(root, &store).await?;

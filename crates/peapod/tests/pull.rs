@@ -325,3 +325,163 @@ fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
         "the retry replaced the partial download"
     );
 }
+
+/// Generous: two cores, tests in parallel, a debug build.
+const POD_EXIT: Duration = Duration::from_secs(90);
+
+/// A pod of one container printing `hello from <name>`, with `policy` (none: the default).
+fn echo_pod(name: &str, image: &str, policy: Option<&str>, extra_spec: &str) -> String {
+    let policy = policy
+        .map(|p| format!("\n    imagePullPolicy: {p}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n{extra_spec}  containers:\n  - name: c\n    image: {image}{policy}\n    command: [\"echo\", \"hello from {name}\"]\n"
+    )
+}
+
+/// Runs a manifest to completion (exit 0); returns its stderr lines.
+fn run_ok(root: &TestRoot, file: &str, manifest: &str) -> Vec<String> {
+    let path = root.manifest(file, manifest);
+    let mut pod = root.run(&path);
+    let code = pod.exit_code(deadline_in(POD_EXIT));
+    assert_eq!(code, 0, "exit code\n{}", pod.transcript());
+    pod.assert_no_leaks(root);
+    pod.stderr()
+}
+
+fn pulled(lines: &[String], pod: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l.starts_with(&format!("pod/{pod}: Pulling: Pulling image ")))
+}
+
+#[test]
+fn pods_follow_each_pull_policy() {
+    let registry = busybox_registry();
+    let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
+    registry.push(&source, "busybox:latest", &[]);
+    let mut root = TestRoot::empty();
+    root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
+    let tagged = format!("{}/busybox:1", registry.host());
+    let latest = format!("{}/busybox", registry.host());
+
+    // Never, and not there: refused before anything is created.
+    let path = root.manifest("never.yaml", &echo_pod("never", &tagged, Some("Never"), ""));
+    let out = root.peapod(["run".as_ref(), "-f".as_ref(), path.as_os_str()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("imagePullPolicy is Never"),
+        "{}",
+        text(&out.stderr)
+    );
+    root.assert_nothing_created();
+
+    // `:1` defaults to IfNotPresent: pulled once, then used as it is.
+    assert!(pulled(
+        &run_ok(&root, "a.yaml", &echo_pod("a", &tagged, None, "")),
+        "a"
+    ));
+    assert!(!pulled(
+        &run_ok(&root, "b.yaml", &echo_pod("b", &tagged, None, "")),
+        "b"
+    ));
+    // Never, now that it is there.
+    assert!(!pulled(
+        &run_ok(
+            &root,
+            "nev.yaml",
+            &echo_pod("nev", &tagged, Some("Never"), "")
+        ),
+        "nev"
+    ));
+    // Always pulls every time (the second time only the manifest is fetched).
+    for name in ["c", "d"] {
+        let manifest = echo_pod(name, &tagged, Some("Always"), "");
+        let lines = run_ok(&root, &format!("{name}.yaml"), &manifest);
+        assert!(pulled(&lines, name), "{lines:?}");
+    }
+    // No tag: `:latest`, Always by default.
+    assert!(pulled(
+        &run_ok(&root, "l.yaml", &echo_pod("l", &latest, None, "")),
+        "l"
+    ));
+    assert_store_consistent(&root);
+}
+
+#[test]
+fn a_missing_image_backs_off_and_starts_once_pushed() {
+    let registry = busybox_registry();
+    let mut root = TestRoot::empty();
+    root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
+    let later = format!("{}/busybox:later", registry.host());
+    let path = root.manifest("later.yaml", &echo_pod("later", &later, None, ""));
+    let mut pod = root.run(&path);
+    let deadline = deadline_in(POD_EXIT);
+    let failed = pod.wait_for_line(
+        |l| l.starts_with("pod/later: Failed: Failed to pull image"),
+        deadline,
+    );
+    assert!(
+        failed.ends_with(&format!(
+            "{later}: manifest unknown ({{\"Tag\":\"later\"}})"
+        )),
+        "{failed}"
+    );
+    pod.wait_for_line(|l| l == "pod/later: Failed: Error: ErrImagePull", deadline);
+    pod.wait_for_line(
+        |l| l == format!("pod/later: BackOff: Back-off pulling image \"{later}\""),
+        deadline,
+    );
+    // The registry gets the image; the next try after the back-off finds it.
+    let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
+    registry.push(&source, "busybox:later", &[]);
+    pod.wait_for_line(|l| l == "later/c | hello from later", deadline);
+    assert_eq!(pod.exit_code(deadline), 0, "{}", pod.transcript());
+    pod.assert_no_leaks(&root);
+}
+
+#[test]
+fn image_pull_secrets_reach_a_private_registry() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::create(scratch.path());
+    let registry = Registry::secure(&ca);
+    let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
+    registry.push(&source, "private/busybox:1", &[]);
+    let mut root = TestRoot::empty();
+    root.set_env("PEAPOD_REGISTRY_CA", &ca.ca.to_string_lossy());
+    let image = format!("{}/private/busybox:1", registry.host());
+
+    // Without the secret: the registry's 401 in the pod's events, retried, until interrupted.
+    let path = root.manifest("anon.yaml", &echo_pod("anon", &image, None, ""));
+    let mut pod = root.run(&path);
+    let deadline = deadline_in(POD_EXIT);
+    let failed = pod.wait_for_line(
+        |l| l.starts_with("pod/anon: Failed: Failed to pull image"),
+        deadline,
+    );
+    assert!(failed.contains("401 Unauthorized"), "{failed}");
+    pod.interrupt();
+    pod.wait_exit(deadline);
+    pod.assert_no_leaks(&root);
+
+    let config = serde_json::json!({"auths": {registry.host(): {
+        "auth": base64_encode(format!("{}:{}", registry::USER, registry::PASSWORD).as_bytes()),
+    }}});
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n---\n",
+        base64_encode(config.to_string().as_bytes())
+    );
+    let pod = echo_pod(
+        "authed",
+        &image,
+        None,
+        "  imagePullSecrets:\n  - name: regcred\n",
+    );
+    let lines = run_ok(&root, "authed.yaml", &format!("{secret}{pod}"));
+    assert!(pulled(&lines, "authed"), "{lines:?}");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
