@@ -485,3 +485,51 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[test]
+fn prune_keeps_what_a_container_uses() {
+    let registry = busybox_registry();
+    let python = format!("oci-archive:{}", image_archive("python.oci.tar").display());
+    registry.push(&python, "python:3", &[]);
+    let mut root = TestRoot::empty();
+    root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
+    let busybox = format!("{}/busybox:1", registry.host());
+    let python = format!("{}/python:3", registry.host());
+    pull_ok(&root, &[&busybox]);
+    pull_ok(&root, &[&python]);
+    assert_eq!(
+        root.entries("images/layers").len(),
+        2,
+        "busybox's layer shared"
+    );
+
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {busybox}\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 300\"]\n"
+    );
+    let path = root.manifest("sleeper.yaml", &manifest);
+    let mut pod = root.run(&path);
+    pod.wait_for("sleeper/c | up", POD_EXIT);
+    let out = root.peapod(["image", "prune"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(&format!("Deleted: {python}\n")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(names(&root), vec![busybox.clone()]);
+    assert_eq!(
+        root.entries("images/layers").len(),
+        1,
+        "the running container's layer kept"
+    );
+    assert_store_consistent(&root);
+    pod.interrupt();
+    pod.wait_exit(deadline_in(POD_EXIT));
+    pod.assert_no_leaks(&root);
+
+    let out = root.peapod(["image", "prune"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(names(&root).is_empty());
+    assert!(root.entries("images/layers").is_empty());
+    assert!(root.entries("images/blobs/sha256").is_empty());
+}

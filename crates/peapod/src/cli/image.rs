@@ -5,7 +5,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use peapod_runtime::image::{ImageError, ImageStore, ImageSummary};
+use peapod_runtime::ContainerConfig;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -22,6 +24,8 @@ pub enum ImageCommand {
     Pull(super::pull::PullArgs),
     /// list images
     Ls,
+    /// remove the images no container (running or exited, not yet removed) uses
+    Prune,
     /// remove images
     Rm {
         /// image names, e.g. `busybox` or `docker.io/library/python:3`
@@ -48,6 +52,19 @@ pub fn run(cmd: ImageCommand, root: &Path) -> anyhow::Result<()> {
             let images = store.list()?;
             out.write_all(table(&images).as_bytes())?;
         }
+        ImageCommand::Prune => {
+            let removed = store.prune(&containers_layers(root)?)?;
+            for image in &removed {
+                writeln!(out, "Deleted: {}", image.name)?;
+            }
+            let freed: u64 = removed.iter().map(|i| i.size).sum();
+            writeln!(
+                out,
+                "Removed {} images ({} at most)",
+                removed.len(),
+                human_size(freed)
+            )?;
+        }
         ImageCommand::Rm { names } => {
             for name in names {
                 let removed = store.remove(&name)?;
@@ -56,6 +73,33 @@ pub fn run(cmd: ImageCommand, root: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The layer directories of every container under `<root>/containers/`: what `prune` must
+/// keep. A container whose record cannot be read stops the prune, since its image is unknown.
+fn containers_layers(root: &Path) -> anyhow::Result<Vec<Vec<PathBuf>>> {
+    let dir = root.join("containers");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("read {}", dir.display()))),
+    };
+    let mut layers = Vec::new();
+    for entry in entries {
+        let config = entry?.path().join("config.json");
+        let text = match std::fs::read(&config) {
+            Ok(text) => text,
+            // A container directory being created or removed right now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("read {}", config.display())))
+            }
+        };
+        let parsed: ContainerConfig = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a container record", config.display()))?;
+        layers.push(parsed.layers);
+    }
+    Ok(layers)
 }
 
 /// Names the archive once: errors about its content already start with it.

@@ -21,6 +21,7 @@ mod archive;
 mod layout;
 mod names;
 mod oci;
+mod prune;
 pub mod pull;
 mod reference;
 mod scratch;

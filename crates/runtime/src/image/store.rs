@@ -251,7 +251,7 @@ impl ImageStore {
         })
     }
 
-    fn lock(&self, kind: LockKind) -> Result<FileLock, ImageError> {
+    pub(super) fn lock(&self, kind: LockKind) -> Result<FileLock, ImageError> {
         let path = self.root.join("lock");
         FileLock::acquire(&path, kind).map_err(|source| ImageError::Lock { path, source })
     }
@@ -268,15 +268,15 @@ impl ImageStore {
         self.root.join("blobs").join("sha256")
     }
 
-    fn layer_dir(&self) -> PathBuf {
+    pub(super) fn layer_dir(&self) -> PathBuf {
         self.root.join("layers")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(super) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
-    fn names_path(&self) -> PathBuf {
+    pub(super) fn names_path(&self) -> PathBuf {
         self.root.join("names.json")
     }
 
@@ -284,7 +284,7 @@ impl ImageStore {
         Ok(self.blob_dir().join(digest_hex(digest)?))
     }
 
-    fn layer_path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
+    pub(super) fn layer_path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
         Ok(self.layer_dir().join(digest_hex(diff_id)?))
     }
 
@@ -346,7 +346,7 @@ impl ImageStore {
         Ok(Some(dest))
     }
 
-    fn read_blob_json<T: DeserializeOwned>(
+    pub(super) fn read_blob_json<T: DeserializeOwned>(
         &self,
         name: &str,
         digest: &str,
@@ -364,7 +364,7 @@ impl ImageStore {
 
     /// Deletes blobs that no name in `index` reaches. Any doubt (an unreadable manifest)
     /// keeps everything: a leaked blob costs disk, a wrongly deleted one breaks an image.
-    fn collect_garbage(&self, index: &NamesIndex) -> Result<(), ImageError> {
+    pub(super) fn collect_garbage(&self, index: &NamesIndex) -> Result<(), ImageError> {
         let mut keep = HashSet::new();
         for (name, entry) in &index.images {
             let manifest: Manifest = match self.read_blob_json(name, &entry.manifest) {
