@@ -206,6 +206,19 @@ fn missing_tag_and_unreachable_registry_are_precise_errors() {
         )),
         "{stderr}"
     );
+    // A server that answers garbage where a manifest should be.
+    let garbage = registry.scratch("garbage");
+    let manifests = garbage.join("v2/busybox/manifests");
+    std::fs::create_dir_all(&manifests).expect("mkdir");
+    std::fs::write(manifests.join("1"), "<html>not a manifest</html>").expect("write");
+    let server = registry::StaticServer::start(&garbage);
+    let reference = format!("127.0.0.1:{}/busybox:1", server.port);
+    let out = pull(&root, &["--insecure", &reference]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {reference}: invalid manifest sha256:")),
+        "{stderr}"
+    );
     let bad = pull(&root, &["Not/A/Reference"]);
     assert!(
         text(&bad.stderr).starts_with("error: invalid image reference \"Not/A/Reference\""),

@@ -28,7 +28,7 @@ pub use auth::{default_auth_file, AuthConfig, AuthError, Credentials};
 
 use super::archive::Staged;
 use super::layout::{ArchiveImage, ArchiveLayer};
-use super::oci::{host_platform, select_platform, ConfigFile, IndexOrManifest};
+use super::oci::{host_platform, select_platform, ConfigFile, Descriptor, IndexOrManifest};
 use super::reference::{is_sha256_hex, Reference};
 use super::{ImageError, ImageStore, ImageSummary};
 
@@ -200,60 +200,13 @@ pub async fn pull(
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
     let parsed = Reference::parse(reference).map_err(PullError::Reference)?;
-    let name = parsed.to_string();
-    let (registry, repository) = parsed
-        .repository
-        .split_once('/')
-        .unwrap_or((parsed.repository.as_str(), ""));
-    let target = match (&parsed.digest, &parsed.tag) {
-        (Some(digest), _) => oci_client::Reference::with_digest(
-            registry.to_owned(),
-            repository.to_owned(),
-            digest.clone(),
-        ),
-        (None, tag) => oci_client::Reference::with_tag(
-            registry.to_owned(),
-            repository.to_owned(),
-            tag.clone().unwrap_or_else(|| "latest".to_owned()),
-        ),
-    };
-    let remote = Remote {
-        client: client(config)?,
-        target,
-        auth: match auth.get(registry) {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        },
-        name: name.clone(),
-        registry: registry.to_owned(),
-    };
-
-    let (mut bytes, mut digest) = remote.manifest(parsed.digest.as_deref()).await?;
-    let mut doc = remote.parse_manifest(&bytes, &digest)?;
-    if let Some(manifests) = doc.manifests.take() {
-        let platform = host_platform();
-        let chosen =
-            select_platform(&manifests, platform).ok_or_else(|| PullError::NoPlatform {
-                reference: name.clone(),
-                digest: digest.clone(),
-                platform: format!("{}/{}", platform.0, platform.1),
-            })?;
-        let chosen = chosen.digest.clone();
-        (bytes, digest) = remote.manifest(Some(&chosen)).await?;
-        doc = remote.parse_manifest(&bytes, &digest)?;
-    }
-    let (Some(config_desc), Some(layer_descs), None) = (doc.config, doc.layers, doc.manifests)
-    else {
-        return Err(PullError::Unsupported {
-            reference: name,
-            what: format!("{digest}: neither an image manifest nor an index"),
-        });
-    };
+    let remote = Remote::new(&parsed, config, auth)?;
+    let name = remote.name.clone();
+    let resolved = remote.resolve().await?;
     progress(PullEvent::Resolved {
-        manifest_digest: &digest,
-        layers: layer_descs.len(),
+        manifest_digest: &resolved.digest,
+        layers: resolved.layers.len(),
     });
-
     let downloads = store.downloads_dir();
     std::fs::create_dir_all(&downloads).map_err(|source| PullError::Io {
         reference: name.clone(),
@@ -266,46 +219,9 @@ pub async fn pull(
         dir: &downloads,
         progress,
     };
-    let config_blob = fetcher.blob(&config_desc, fetch::Kind::Config).await?;
-    let config_file: ConfigFile = fetcher.read_json(&config_blob)?;
-    let diff_ids = &config_file.rootfs.diff_ids;
-    if diff_ids.len() != layer_descs.len() {
-        return Err(PullError::LayerCount {
-            reference: name,
-            digest: config_desc.digest,
-            layers: layer_descs.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
-    let fetched = futures_util::future::try_join_all(
-        layer_descs
-            .iter()
-            .map(|desc| fetcher.blob(desc, fetch::Kind::Layer)),
-    )
-    .await?;
-    let fetched_bytes = config_blob.fetched + fetched.iter().map(|b| b.fetched).sum::<u64>();
-    let mut layers = Vec::new();
-    for (blob, diff_id) in fetched.into_iter().zip(diff_ids) {
-        if !diff_id.strip_prefix("sha256:").is_some_and(is_sha256_hex) {
-            return Err(PullError::Store {
-                reference: name,
-                source: ImageError::InvalidDigest {
-                    digest: diff_id.clone(),
-                },
-            });
-        }
-        layers.push(ArchiveLayer {
-            blob: blob.staged,
-            diff_id: diff_id.clone(),
-        });
-    }
-    let image = ArchiveImage {
-        names: vec![name.clone()],
-        manifest: bytes.to_vec(),
-        manifest_digest: digest.clone(),
-        config: config_blob.staged,
-        layers,
-    };
+    let (image, fetched_bytes) = fetch_image(&fetcher, resolved).await?;
+    let manifest_digest = image.manifest_digest.clone();
+    // Downloads whose blob the store already had are not moved in: dropped after the commit.
     let leftovers: Vec<PathBuf> = std::iter::once(&image.config)
         .chain(image.layers.iter().map(|l| &l.blob))
         .map(|s| s.path.clone())
@@ -313,29 +229,90 @@ pub async fn pull(
         .collect();
     progress(PullEvent::Storing);
     let committing = store.clone();
-    let reference_for_commit = name.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || committing.commit_pulled(image, &reference_for_commit))
-            .await
-            .map_err(|e| PullError::Io {
-                reference: name.clone(),
-                path: downloads.clone(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| PullError::Store {
-                reference: name.clone(),
-                source,
-            })?;
-    // A download whose blob the store already had is not moved in: drop it.
+    let key = name.clone();
+    let summary = tokio::task::spawn_blocking(move || committing.commit_pulled(image, &key))
+        .await
+        .map_err(|e| PullError::Io {
+            reference: name.clone(),
+            path: downloads.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| PullError::Store {
+            reference: name.clone(),
+            source,
+        })?;
     for path in leftovers {
         let _ = std::fs::remove_file(path);
     }
     Ok(PullReport {
         image: summary,
-        manifest_digest: digest,
+        manifest_digest,
         fetched_bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// The image manifest for this platform, as fetched and parsed.
+struct Resolved {
+    bytes: bytes::Bytes,
+    digest: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// Fetches the config and the layers (concurrently) and pairs the layers with their diff ids:
+/// an image ready for the store, and the bytes it cost.
+async fn fetch_image(
+    fetcher: &fetch::Fetcher<'_>,
+    resolved: Resolved,
+) -> Result<(ArchiveImage, u64), PullError> {
+    let name = &fetcher.remote.name;
+    let config = fetcher.blob(&resolved.config, fetch::Kind::Config).await?;
+    let config_file: ConfigFile = fetcher.read_json(&config)?;
+    let diff_ids = &config_file.rootfs.diff_ids;
+    if diff_ids.len() != resolved.layers.len() {
+        return Err(PullError::LayerCount {
+            reference: name.clone(),
+            digest: resolved.config.digest,
+            layers: resolved.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    if let Some(bad) = diff_ids
+        .iter()
+        .find(|d| !d.strip_prefix("sha256:").is_some_and(is_sha256_hex))
+    {
+        return Err(PullError::Store {
+            reference: name.clone(),
+            source: ImageError::InvalidDigest {
+                digest: bad.clone(),
+            },
+        });
+    }
+    let blobs = futures_util::future::try_join_all(
+        resolved
+            .layers
+            .iter()
+            .map(|desc| fetcher.blob(desc, fetch::Kind::Layer)),
+    )
+    .await?;
+    let fetched = config.fetched + blobs.iter().map(|b| b.fetched).sum::<u64>();
+    let layers = blobs
+        .into_iter()
+        .zip(diff_ids)
+        .map(|(blob, diff_id)| ArchiveLayer {
+            blob: blob.staged,
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    let image = ArchiveImage {
+        names: vec![name.clone()],
+        manifest: resolved.bytes.to_vec(),
+        manifest_digest: resolved.digest,
+        config: config.staged,
+        layers,
+    };
+    Ok((image, fetched))
 }
 
 /// One registry repository, with its client and credentials.
@@ -349,6 +326,68 @@ struct Remote {
 }
 
 impl Remote {
+    fn new(
+        parsed: &Reference,
+        config: &RegistryConfig,
+        auth: &AuthConfig,
+    ) -> Result<Remote, PullError> {
+        let (registry, repository) = parsed
+            .repository
+            .split_once('/')
+            .unwrap_or((parsed.repository.as_str(), ""));
+        let (registry, repository) = (registry.to_owned(), repository.to_owned());
+        let target = match (&parsed.digest, &parsed.tag) {
+            (Some(digest), _) => {
+                oci_client::Reference::with_digest(registry.clone(), repository, digest.clone())
+            }
+            (None, tag) => oci_client::Reference::with_tag(
+                registry.clone(),
+                repository,
+                tag.clone().unwrap_or_else(|| "latest".to_owned()),
+            ),
+        };
+        Ok(Remote {
+            client: client(config)?,
+            target,
+            auth: match auth.get(&registry) {
+                Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+                None => RegistryAuth::Anonymous,
+            },
+            name: parsed.to_string(),
+            registry,
+        })
+    }
+
+    /// The target's image manifest: through an index to this platform's entry.
+    async fn resolve(&self) -> Result<Resolved, PullError> {
+        let (mut bytes, mut digest) = self.manifest(self.target.digest()).await?;
+        let mut doc = self.parse_manifest(&bytes, &digest)?;
+        if let Some(manifests) = doc.manifests.take() {
+            let platform = host_platform();
+            let chosen =
+                select_platform(&manifests, platform).ok_or_else(|| PullError::NoPlatform {
+                    reference: self.name.clone(),
+                    digest: digest.clone(),
+                    platform: format!("{}/{}", platform.0, platform.1),
+                })?;
+            let chosen = chosen.digest.clone();
+            (bytes, digest) = self.manifest(Some(&chosen)).await?;
+            doc = self.parse_manifest(&bytes, &digest)?;
+        }
+        match (doc.config, doc.layers, doc.manifests) {
+            (Some(config), Some(layers), None) => Ok(Resolved {
+                bytes,
+                digest,
+                config,
+                layers,
+            }),
+            _ => Err(PullError::Unsupported {
+                reference: self.name.clone(),
+                what: format!("{digest}: neither an image manifest nor an index"),
+            }),
+        }
+    }
+
     /// The manifest for the target's tag, or for `digest` (then checked against it).
     async fn manifest(&self, digest: Option<&str>) -> Result<(bytes::Bytes, String), PullError> {
         let target = match digest {
