@@ -546,3 +546,38 @@ fn prune_keeps_what_a_container_uses() {
     assert!(root.entries("images/layers").is_empty());
     assert!(root.entries("images/blobs/sha256").is_empty());
 }
+
+#[test]
+fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
+    let registry = Registry::plain();
+    let layout = Layout::new(registry.scratch("two"));
+    let mut random = vec![0u8; 8 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .expect("read urandom");
+    let manifest = layout.image(&layer_tar(&[("data", &random)]), "amd64", &["true"]);
+    layout.finish(manifest, "two");
+    registry.push(&format!("oci:{}:two", layout.dir.display()), "two:1", &[]);
+    let root = TestRoot::empty();
+    let reference = format!("{}/two:1", registry.host());
+    let spawn = || {
+        Command::new(common::peapod_bin())
+            .args(["image", "pull", "--insecure", &reference])
+            .env("PEAPOD_ROOT", root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pull")
+    };
+    let (a, b) = (spawn(), spawn());
+    let outputs = [a, b].map(|c| c.wait_with_output().expect("wait pull"));
+    let mut fetched = 0;
+    for out in &outputs {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        fetched += text(&out.stderr).matches(": fetched ").count();
+    }
+    assert_eq!(fetched, 1, "the layer was downloaded once");
+    assert_eq!(names(&root), vec![reference]);
+    assert_store_consistent(&root);
+}
