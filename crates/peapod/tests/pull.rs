@@ -581,3 +581,49 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     assert_eq!(names(&root), vec![reference]);
     assert_store_consistent(&root);
 }
+
+#[test]
+fn garbage_collection_removes_old_unused_images_above_the_threshold() {
+    let registry = busybox_registry();
+    let python = format!("oci-archive:{}", image_archive("python.oci.tar").display());
+    registry.push(&python, "python:3", &[]);
+    let mut root = TestRoot::empty();
+    root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
+    let busybox = format!("{}/busybox:1", registry.host());
+    let python = format!("{}/python:3", registry.host());
+    let digest = digest_of(&pull_ok(&root, &[&python]));
+    // An hour old: past the minimum age the daemon is given below.
+    let manifest = root
+        .path()
+        .join("images/blobs/sha256")
+        .join(&digest["sha256:".len()..]);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&manifest)
+        .and_then(|f| f.set_modified(an_hour_ago))
+        .expect("age the manifest");
+    // Any usage is above 1%: every unused image past 10 minutes goes, checked every second.
+    for (key, value) in [
+        ("PEAPOD_IMAGE_GC_HIGH", "1"),
+        ("PEAPOD_IMAGE_GC_LOW", "0"),
+        ("PEAPOD_IMAGE_GC_INTERVAL", "1"),
+        ("PEAPOD_IMAGE_GC_MIN_AGE", "600"),
+    ] {
+        root.set_env(key, value);
+    }
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gc\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {busybox}\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 300\"]\n"
+    );
+    let path = root.manifest("gc.yaml", &manifest);
+    let mut pod = root.run(&path);
+    pod.wait_for("gc/c | up", POD_EXIT);
+    let collected = poll_until(deadline_in(Duration::from_secs(60)), || {
+        (names(&root) == vec![busybox.clone()]).then_some(())
+    });
+    assert!(collected.is_some(), "python was not collected: {:?}", names(&root));
+    assert_store_consistent(&root);
+    pod.interrupt();
+    pod.wait_exit(deadline_in(POD_EXIT));
+    pod.assert_no_leaks(&root);
+}

@@ -5,9 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use peapod_runtime::image::{ImageError, ImageStore, ImageSummary};
-use peapod_runtime::ContainerConfig;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -53,7 +51,8 @@ pub fn run(cmd: ImageCommand, root: &Path) -> anyhow::Result<()> {
             out.write_all(table(&images).as_bytes())?;
         }
         ImageCommand::Prune => {
-            let removed = store.prune(&containers_layers(root)?)?;
+            let in_use = peapod_runtime::image::gc::layers_in_use(&root.join("containers"))?;
+            let removed = store.prune(&in_use)?;
             for image in &removed {
                 writeln!(out, "Deleted: {}", image.name)?;
             }
@@ -73,33 +72,6 @@ pub fn run(cmd: ImageCommand, root: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The layer directories of every container under `<root>/containers/`: what `prune` must
-/// keep. A container whose record cannot be read stops the prune, since its image is unknown.
-fn containers_layers(root: &Path) -> anyhow::Result<Vec<Vec<PathBuf>>> {
-    let dir = root.join("containers");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("read {}", dir.display()))),
-    };
-    let mut layers = Vec::new();
-    for entry in entries {
-        let config = entry?.path().join("config.json");
-        let text = match std::fs::read(&config) {
-            Ok(text) => text,
-            // A container directory being created or removed right now.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("read {}", config.display())))
-            }
-        };
-        let parsed: ContainerConfig = serde_json::from_slice(&text)
-            .with_context(|| format!("{}: not a container record", config.display()))?;
-        layers.push(parsed.layers);
-    }
-    Ok(layers)
 }
 
 /// Names the archive once: errors about its content already start with it.

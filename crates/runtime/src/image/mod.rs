@@ -18,6 +18,7 @@
 //! refers to it is written.
 
 mod archive;
+pub mod gc;
 mod layout;
 mod names;
 mod oci;

@@ -31,6 +31,15 @@ impl ImageStore {
     /// Removes every image whose layers no container in `in_use` (each a container's layer
     /// directories, bottom first) stacks; returns what was removed.
     pub fn prune(&self, in_use: &[Vec<PathBuf>]) -> Result<Vec<ImageSummary>, ImageError> {
+        self.prune_names(in_use, None)
+    }
+
+    /// `prune`, limited to the names in `only` when given (the collector's choice).
+    pub(super) fn prune_names(
+        &self,
+        in_use: &[Vec<PathBuf>],
+        only: Option<&[String]>,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
         let _lock = self.lock(LockKind::Exclusive)?;
         let mut index = NamesIndex::read(&self.names_path())?;
         let images: Vec<(String, Option<Vec<PathBuf>>)> = index
@@ -39,7 +48,10 @@ impl ImageStore {
             .map(|(name, entry)| (name.clone(), self.layer_dirs(name, &entry.manifest).ok()))
             .collect();
         let mut removed = Vec::new();
-        for name in unused_names(&images, in_use) {
+        let chosen = unused_names(&images, in_use)
+            .into_iter()
+            .filter(|name| only.is_none_or(|only| only.contains(name)));
+        for name in chosen {
             if let Some(entry) = index.images.remove(&name) {
                 removed.push(names::summary(&name, &entry));
             }
@@ -75,7 +87,11 @@ impl ImageStore {
     }
 
     /// The unpacked layer directories of the image whose manifest is `manifest`.
-    fn layer_dirs(&self, name: &str, manifest: &str) -> Result<Vec<PathBuf>, ImageError> {
+    pub(super) fn layer_dirs(
+        &self,
+        name: &str,
+        manifest: &str,
+    ) -> Result<Vec<PathBuf>, ImageError> {
         let manifest: Manifest = self.read_blob_json(name, manifest)?;
         let config: ConfigFile = self.read_blob_json(name, &manifest.config.digest)?;
         config

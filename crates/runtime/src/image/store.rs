@@ -264,6 +264,10 @@ impl ImageStore {
         })
     }
 
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub(super) fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
@@ -280,7 +284,7 @@ impl ImageStore {
         self.root.join("names.json")
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    pub(super) fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.blob_dir().join(digest_hex(digest)?))
     }
 
