@@ -68,6 +68,30 @@ fn assert_store_consistent(root: &TestRoot) {
     }
 }
 
+/// `n` bytes from /dev/urandom: a layer no compression shrinks.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut random = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .expect("read urandom");
+    random
+}
+
+/// A pod whose container prints `up` and then sleeps until it is deleted.
+fn sleeper_pod(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 300\"]\n"
+    )
+}
+
+/// `busybox:1` and `python:3` (whose lower layer is busybox's).
+fn busybox_and_python_registry() -> Registry {
+    let registry = busybox_registry();
+    let python = format!("oci-archive:{}", image_archive("python.oci.tar").display());
+    registry.push(&python, "python:3", &[]);
+    registry
+}
+
 fn busybox_registry() -> Registry {
     let registry = Registry::plain();
     let source = format!("oci-archive:{}", image_archive(BUSYBOX_ARCHIVE).display());
@@ -285,10 +309,7 @@ fn private_registry_needs_its_ca_and_credentials() {
 fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
     let registry = Registry::plain();
     let layout = Layout::new(registry.scratch("big"));
-    let mut random = vec![0u8; 48 << 20];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-        .expect("read urandom");
+    let random = random_bytes(48 << 20);
     let layer = layer_tar(&[("big", &random)]);
     let manifest = layout.image(&layer, "amd64", &["true"]);
     layout.finish(manifest, "big");
@@ -501,10 +522,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 #[test]
 fn prune_keeps_what_a_container_uses() {
-    let registry = busybox_registry();
-    let python = format!("oci-archive:{}", image_archive("python.oci.tar").display());
-    registry.push(&python, "python:3", &[]);
-    let mut root = TestRoot::empty();
+    let (registry, mut root) = (busybox_and_python_registry(), TestRoot::empty());
     root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
     let busybox = format!("{}/busybox:1", registry.host());
     let python = format!("{}/python:3", registry.host());
@@ -516,10 +534,7 @@ fn prune_keeps_what_a_container_uses() {
         "busybox's layer shared"
     );
 
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {busybox}\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 300\"]\n"
-    );
-    let path = root.manifest("sleeper.yaml", &manifest);
+    let path = root.manifest("sleeper.yaml", &sleeper_pod("sleeper", &busybox));
     let mut pod = root.run(&path);
     pod.wait_for("sleeper/c | up", POD_EXIT);
     let out = root.peapod(["image", "prune"]);
@@ -551,10 +566,7 @@ fn prune_keeps_what_a_container_uses() {
 fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let registry = Registry::plain();
     let layout = Layout::new(registry.scratch("two"));
-    let mut random = vec![0u8; 8 << 20];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-        .expect("read urandom");
+    let random = random_bytes(8 << 20);
     let manifest = layout.image(&layer_tar(&[("data", &random)]), "amd64", &["true"]);
     layout.finish(manifest, "two");
     registry.push(&format!("oci:{}:two", layout.dir.display()), "two:1", &[]);
@@ -584,10 +596,7 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
 
 #[test]
 fn garbage_collection_removes_old_unused_images_above_the_threshold() {
-    let registry = busybox_registry();
-    let python = format!("oci-archive:{}", image_archive("python.oci.tar").display());
-    registry.push(&python, "python:3", &[]);
-    let mut root = TestRoot::empty();
+    let (registry, mut root) = (busybox_and_python_registry(), TestRoot::empty());
     root.set_env("PEAPOD_INSECURE_REGISTRIES", &registry.host());
     let busybox = format!("{}/busybox:1", registry.host());
     let python = format!("{}/python:3", registry.host());
@@ -612,16 +621,17 @@ fn garbage_collection_removes_old_unused_images_above_the_threshold() {
     ] {
         root.set_env(key, value);
     }
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gc\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {busybox}\n    command: [\"sh\", \"-c\", \"echo up; exec sleep 300\"]\n"
-    );
-    let path = root.manifest("gc.yaml", &manifest);
+    let path = root.manifest("gc.yaml", &sleeper_pod("gc", &busybox));
     let mut pod = root.run(&path);
     pod.wait_for("gc/c | up", POD_EXIT);
     let collected = poll_until(deadline_in(Duration::from_secs(60)), || {
         (names(&root) == vec![busybox.clone()]).then_some(())
     });
-    assert!(collected.is_some(), "python was not collected: {:?}", names(&root));
+    assert!(
+        collected.is_some(),
+        "python was not collected: {:?}",
+        names(&root)
+    );
     assert_store_consistent(&root);
     pod.interrupt();
     pod.wait_exit(deadline_in(POD_EXIT));
