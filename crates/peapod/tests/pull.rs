@@ -219,6 +219,14 @@ fn missing_tag_and_unreachable_registry_are_precise_errors() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
+    // A digest the registry does not have.
+    let unknown = format!("{}/busybox@sha256:{}", registry.host(), "0".repeat(64));
+    let stderr = text(&pull(&root, &["--insecure", &unknown]).stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {unknown}: manifest unknown")),
+        "{stderr}"
+    );
+
     // Without --insecure the client speaks TLS to a plain HTTP registry.
     let out = pull(&root, &[&format!("{}/busybox:1", registry.host())]);
     let stderr = text(&out.stderr);
