@@ -331,21 +331,7 @@ impl Remote {
         config: &RegistryConfig,
         auth: &AuthConfig,
     ) -> Result<Remote, PullError> {
-        let (registry, repository) = parsed
-            .repository
-            .split_once('/')
-            .unwrap_or((parsed.repository.as_str(), ""));
-        let (registry, repository) = (registry.to_owned(), repository.to_owned());
-        let target = match (&parsed.digest, &parsed.tag) {
-            (Some(digest), _) => {
-                oci_client::Reference::with_digest(registry.clone(), repository, digest.clone())
-            }
-            (None, tag) => oci_client::Reference::with_tag(
-                registry.clone(),
-                repository,
-                tag.clone().unwrap_or_else(|| "latest".to_owned()),
-            ),
-        };
+        let (registry, target) = target(parsed);
         Ok(Remote {
             client: client(config)?,
             target,
@@ -494,6 +480,27 @@ impl Remote {
     }
 }
 
+/// The registry host and the client's reference for a normalised reference: a digest wins
+/// over a tag, as a pull by `repo:tag@digest` fetches the digest.
+fn target(parsed: &Reference) -> (String, oci_client::Reference) {
+    let (registry, repository) = parsed
+        .repository
+        .split_once('/')
+        .unwrap_or((parsed.repository.as_str(), ""));
+    let (registry, repository) = (registry.to_owned(), repository.to_owned());
+    let reference = match (&parsed.digest, &parsed.tag) {
+        (Some(digest), _) => {
+            oci_client::Reference::with_digest(registry.clone(), repository, digest.clone())
+        }
+        (None, tag) => oci_client::Reference::with_tag(
+            registry.clone(),
+            repository,
+            tag.clone().unwrap_or_else(|| "latest".to_owned()),
+        ),
+    };
+    (registry, reference)
+}
+
 /// A client for `config`: plain HTTP only to the insecure registries, extra CAs trusted,
 /// index platforms chosen by us (so the choice is the same as for archives).
 fn client(config: &RegistryConfig) -> Result<oci_client::Client, PullError> {
@@ -532,4 +539,61 @@ fn client(config: &RegistryConfig) -> Result<oci_client::Client, PullError> {
 struct Ready {
     staged: Staged,
     fetched: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_registry_repository_and_tag_or_digest() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let cases = [
+            (
+                "busybox",
+                "docker.io",
+                "library/busybox",
+                Some("latest"),
+                None,
+            ),
+            (
+                "127.0.0.1:5000/a/b:1",
+                "127.0.0.1:5000",
+                "a/b",
+                Some("1"),
+                None,
+            ),
+            (
+                &*format!("localhost:5000/app:v1@{digest}"),
+                "localhost:5000",
+                "app",
+                None,
+                Some(digest.as_str()),
+            ),
+        ];
+        for (input, registry, repository, tag, want_digest) in cases {
+            let parsed = Reference::parse(input).expect("valid");
+            let (host, reference) = target(&parsed);
+            assert_eq!(host, registry, "{input}");
+            assert_eq!(reference.registry(), registry, "{input}");
+            assert_eq!(reference.repository(), repository, "{input}");
+            assert_eq!(reference.tag(), tag, "{input}");
+            assert_eq!(reference.digest(), want_digest, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_client_needs_a_readable_ca() {
+        let config = RegistryConfig {
+            insecure: vec!["127.0.0.1:5000".into()],
+            ca_files: vec![],
+        };
+        assert!(client(&config).is_ok());
+        let missing_ca = RegistryConfig {
+            insecure: vec![],
+            ca_files: vec![PathBuf::from("/nonexistent/ca.pem")],
+        };
+        let err = client(&missing_ca).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("read registry CA /nonexistent/ca.pem"));
+    }
 }
