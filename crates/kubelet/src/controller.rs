@@ -407,7 +407,7 @@ fn record_event(store: &Store, key: &ObjectKey, uid: &str, event: &PodEvent) {
         ),
         PodEvent::ContainerExited { .. } => return,
         PodEvent::Event { reason, message } => {
-            let kind = if *reason == "Killing" {
+            let kind = if matches!(*reason, "Killing" | "Pulling" | "Pulled") {
                 "Normal"
             } else {
                 "Warning"

@@ -11,6 +11,7 @@ use peapod_kubelet::logs::NodeLogs;
 use peapod_kubelet::Node;
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
+use peapod_runtime::image::gc::{layers_in_use, GcThresholds};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::Runtime;
 use serde_json::json;
@@ -66,8 +67,10 @@ impl Daemon {
         let node = Node {
             runtime: Runtime::new(root, &exe),
             images: Arc::new(images),
+            registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
+        tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
         let network = start_network(root, &store).await?;
         let controller = NodeController::new();
         let logs = NodeLogs {
@@ -113,6 +116,38 @@ impl Daemon {
             if let Err(error) = network.stop() {
                 warn!(error = %format!("{:#}", anyhow::Error::from(error)), "stop the pod network");
             }
+        }
+    }
+}
+
+/// The kubelet's image garbage collection: every interval (the first look one interval after
+/// start), unused images go while the store's filesystem is fuller than the high threshold
+/// (`peapod_runtime::image::gc`).
+async fn collect_images(images: Arc<ImageStore>, containers: PathBuf) {
+    let thresholds = GcThresholds::from_env();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + thresholds.interval,
+        thresholds.interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let (images, containers) = (images.clone(), containers.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let in_use = layers_in_use(&containers)?;
+            images.collect_for_space(&in_use, thresholds)
+        })
+        .await;
+        match result {
+            Ok(Ok(removed)) => {
+                for image in removed {
+                    info!(image = %image.name, size = image.size, "image garbage-collected");
+                }
+            }
+            Ok(Err(error)) => {
+                warn!(error = %format!("{:#}", anyhow::Error::from(error)), "image garbage collection")
+            }
+            Err(error) => warn!(%error, "image garbage collection"),
         }
     }
 }

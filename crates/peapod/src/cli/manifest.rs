@@ -132,12 +132,16 @@ pub fn check_references(
             for (i, c) in containers.iter().enumerate() {
                 let path = spec_path.child(field).index(i);
                 let image = c.image.as_deref().unwrap_or("");
+                let never = c.image_pull_policy.as_deref() == Some("Never");
                 match images.resolve(image) {
                     Ok(_) => {}
+                    // The kubelet pulls it (a failure is ErrImagePull, retried as on a node).
+                    Err(ImageError::NotFound { .. }) if !never => {}
                     Err(ImageError::NotFound { .. }) => push(FieldError::invalid(
                         path.child("image"),
                         image,
-                        "image not found in the local store (load it with `peapod image load`)",
+                        "image not in the local store and imagePullPolicy is Never \
+                         (load it with `peapod image load` or `peapod image pull` it)",
                     )),
                     Err(e) => push(FieldError::invalid(
                         path.child("image"),
