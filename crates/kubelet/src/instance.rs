@@ -215,6 +215,14 @@ pub(crate) fn watch_adopted_exit(
     });
 }
 
+/// Whether an instance's postStart hook is still to run: not for one a restarted daemon
+/// adopts (it ran when the instance started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hooks {
+    Run,
+    AlreadyRan,
+}
+
 /// While an instance runs: its postStart hook, then its probes (app containers and sidecars
 /// only). Aborted when the instance exits.
 pub(crate) fn watch_running(
@@ -223,13 +231,18 @@ pub(crate) fn watch_running(
     id: &ContainerId,
     target: ProbeTarget,
     tx: mpsc::UnboundedSender<Msg>,
+    hooks: Hooks,
     regular_init: bool,
 ) -> tokio::task::JoinHandle<()> {
     let container = find(ctx, name).cloned();
     let (name, id) = (name.to_string(), id.clone());
     tokio::spawn(async move {
         let Some(c) = container else { return };
-        let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.clone());
+        let post_start = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+            .filter(|_| hooks == Hooks::Run);
         if let Some(hook) = post_start {
             // postStart has no timeout of its own; the kubelet bounds it by the grace period.
             if let Err(message) = run_hook(&hook, &target, Duration::from_secs(30)).await {

@@ -252,7 +252,24 @@ async fn run(
         mut refreshes,
         status,
     } = channels;
-    let start_time = peapod_runtime::log::now_rfc3339_nano();
+    // A pod an earlier daemon started keeps its startTime and its conditions' transition
+    // times (the kubelet reports them from its status manager, not from its own start).
+    let previous = ctx.pod.status.clone().unwrap_or_default();
+    let start_time = previous
+        .start_time
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(peapod_runtime::log::now_rfc3339_nano);
+    let conditions: BTreeMap<String, (bool, String)> = previous
+        .conditions
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c.type_,
+                (c.status == "True", c.last_transition_time?.0.to_string()),
+            ))
+        })
+        .collect();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
     let adopting =
@@ -311,7 +328,7 @@ async fn run(
         pod_ready: None,
         deleting: false,
         stopping: HashSet::new(),
-        conditions: BTreeMap::new(),
+        conditions,
         start_time,
     };
     if adopting {
@@ -448,65 +465,94 @@ impl PodState<'_> {
 
     /// Takes over the instances an earlier daemon started: the newest of each container is
     /// current (its exit is noticed by polling its record, the monitor not being our child),
-    /// older ones are only removed with the pod.
+    /// older ones are only removed with the pod. Times recorded on disk (start, exit) become
+    /// the planner's instants, so back-off and the 10-minute reset count from when things
+    /// happened, not from the adoption; the back-off level is the restart count, as if this
+    /// daemon had made every restart. postStart hooks are not run again.
     fn adopt(&mut self, found: BTreeMap<String, Vec<crate::adopt::FoundInstance>>) {
+        use crate::adopt::{instant_of, FoundState};
         let now = Instant::now();
         for (name, mut instances) in found {
             let Some(newest) = instances.pop() else {
                 continue;
             };
+            let previous = instances.last().and_then(|i| match &i.state {
+                FoundState::Exited(e) => Some(e.clone()),
+                _ => None,
+            });
             self.all_ids.extend(instances.into_iter().map(|i| i.dir.id));
             self.all_ids.push(newest.dir.id.clone());
+            let image = self.node.images.resolve(&newest.image).ok();
             let record = self.records.entry(name.clone()).or_default();
             record.restart_count = newest.restart;
+            record.backoff_level = newest.restart;
             record.detail.container_id = Some(format!("peapod://{}", newest.dir.id));
-            match newest.state {
-                crate::adopt::FoundState::Exited(exited) => {
+            record.detail.image_id = image.as_ref().map(|i| i.id.clone());
+            record.detail.last_terminated = previous;
+            let since = newest
+                .started_at
+                .as_deref()
+                .map_or(now, |t| instant_of(now, t));
+            let pid = match newest.state {
+                FoundState::Exited(exited) => {
                     record.state = ContainerState::Exited {
                         exit_code: exited.exit_code,
-                        started: now,
-                        finished: now,
+                        started: instant_of(now, &exited.started_at),
+                        finished: instant_of(now, &exited.finished_at),
                     };
                     record.detail.terminated = Some(exited);
+                    continue;
                 }
-                crate::adopt::FoundState::Running { pid } => {
-                    info!(container = %name, pid, "re-adopted running container");
-                    record.state = ContainerState::Running { since: now };
-                    record.started = true;
-                    record.ready = true;
-                    let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
-                    let regular_init = self.is_regular_init(&name);
-                    let watcher = instance::watch_running(
-                        &self.ctx,
-                        &name,
-                        &newest.dir.id,
-                        target.clone(),
-                        self.tx.clone(),
-                        regular_init,
-                    );
-                    instance::watch_adopted_exit(
-                        self.node.clone(),
-                        name.clone(),
-                        newest.dir.id.clone(),
-                        self.tx.clone(),
-                    );
-                    (self.emit)(PodEvent::ContainerStarted {
-                        container: name.clone(),
-                        restart: newest.restart,
-                        log_path: self.pod_dir.log(&name, newest.restart),
-                        dir: newest.dir.path.clone(),
-                    });
-                    let instance = Instance {
-                        id: Some(newest.dir.id.clone()),
-                        pid: Some(pid),
-                        restart: newest.restart,
-                        stop_signal: Signal::SIGTERM,
-                        target: Some(target),
-                        watcher: Some(watcher),
-                    };
-                    self.current.insert(name.clone(), instance);
-                }
+                FoundState::Lost => None,
+                FoundState::Running { pid } => Some(pid),
+            };
+            record.state = ContainerState::Running { since };
+            record.detail.started_at = newest.started_at.clone();
+            instance::watch_adopted_exit(
+                self.node.clone(),
+                name.clone(),
+                newest.dir.id.clone(),
+                self.tx.clone(),
+            );
+            let stop_signal = image
+                .as_ref()
+                .and_then(|i| i.config.stop_signal.as_deref())
+                .and_then(instance::parse_signal)
+                .unwrap_or(Signal::SIGTERM);
+            let mut instance = Instance {
+                id: Some(newest.dir.id.clone()),
+                pid,
+                restart: newest.restart,
+                stop_signal,
+                target: None,
+                watcher: None,
+            };
+            if let Some(pid) = pid {
+                info!(container = %name, pid, "re-adopted running container");
+                record.started = true;
+                record.ready = true;
+                let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
+                let regular_init = self.is_regular_init(&name);
+                instance.watcher = Some(instance::watch_running(
+                    &self.ctx,
+                    &name,
+                    &newest.dir.id,
+                    target.clone(),
+                    self.tx.clone(),
+                    instance::Hooks::AlreadyRan,
+                    regular_init,
+                ));
+                instance.target = Some(target);
+                (self.emit)(PodEvent::ContainerStarted {
+                    container: name.clone(),
+                    restart: newest.restart,
+                    log_path: self.pod_dir.log(&name, newest.restart),
+                    dir: newest.dir.path.clone(),
+                });
+            } else {
+                info!(container = %name, "monitor of an adopted container is gone");
             }
+            self.current.insert(name.clone(), instance);
         }
     }
 
@@ -636,6 +682,7 @@ impl PodState<'_> {
                             &id,
                             target,
                             self.tx.clone(),
+                            instance::Hooks::Run,
                             regular_init,
                         ));
                     }
