@@ -393,6 +393,8 @@ fn prepare(
         &term_log,
     )
     .map_err(|e| format!("CreateContainerConfigError: {e}"))?;
+    config.log_limits = node.config.log_limits;
+    config.resources.pids_limit = node.config.pids_limit;
     for m in &mut config.mounts {
         prepare_mount_source(ctx, pod_dir, container, m)?;
     }

@@ -3,6 +3,7 @@
 //! to runtime configs.
 
 mod adopt;
+pub mod config;
 pub mod context;
 pub mod controller;
 mod instance;
@@ -18,6 +19,7 @@ mod stop;
 pub mod translate;
 pub mod worker;
 
+pub use config::NodeConfig;
 pub use context::PodContext;
 pub use plan::Phase;
 pub use worker::{Node, PodEvent, PodWorker};

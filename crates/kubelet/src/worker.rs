@@ -32,6 +32,8 @@ pub struct Node {
     pub images: Arc<ImageStore>,
     /// The host's /etc/resolv.conf, read once.
     pub host_resolv: String,
+    /// Log rotation and the pids limit of the containers it starts.
+    pub config: crate::config::NodeConfig,
 }
 
 impl Node {

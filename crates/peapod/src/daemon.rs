@@ -8,7 +8,7 @@ use peapod_api::pki::Pki;
 use peapod_api::store::{ObjectKey, Store, StoreError};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
-use peapod_kubelet::Node;
+use peapod_kubelet::{Node, NodeConfig};
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
 use peapod_runtime::image::ImageStore;
@@ -65,6 +65,7 @@ impl Daemon {
             runtime: Runtime::new(root, &exe),
             images: Arc::new(images),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            config: NodeConfig::from_env().context("read the node settings")?,
         };
         let network = start_network(root, &store).await?;
         let controller = NodeController::new();

@@ -245,3 +245,66 @@ impl Watch {
         let _ = tls.sock.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// Pods in the `default` namespace, through the API.
+impl ApiClient {
+    /// Creates `pod` (a JSON Pod); returns it as stored.
+    pub fn create_pod(&self, pod: &serde_json::Value) -> serde_json::Value {
+        let r = self
+            .request("POST", "/api/v1/namespaces/default/pods", Some(pod))
+            .expect("create pod");
+        assert_eq!(
+            r.status,
+            201,
+            "create pod: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    /// The pod `name`, `Null` when it is not there.
+    pub fn pod(&self, name: &str) -> serde_json::Value {
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        match self.request("GET", &path, None) {
+            Ok(r) if r.status == 200 => r.json(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Polls pod `name` until `check` accepts it; panics with its last status after `timeout`.
+    pub fn wait_pod<T>(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&serde_json::Value) -> Option<T>,
+    ) -> T {
+        let mut last = serde_json::Value::Null;
+        crate::poll_until(std::time::Instant::now() + timeout, || {
+            last = self.pod(name);
+            check(&last)
+        })
+        .unwrap_or_else(|| panic!("pod {name}: {what} not reached\n{:#}", last["status"]))
+    }
+
+    /// `GET .../log` of pod `name` with `query`, `None` unless it answers 200 (the container
+    /// has not started yet).
+    pub fn try_log(&self, name: &str, query: &str) -> Option<String> {
+        let path = format!("/api/v1/namespaces/default/pods/{name}/log?{query}");
+        let r = self.request("GET", &path, None).ok()?;
+        (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
+    }
+
+    /// `GET .../log` of pod `name` with `query` (`container=c&tailLines=1`, or empty).
+    pub fn log(&self, name: &str, query: &str) -> String {
+        let path = format!("/api/v1/namespaces/default/pods/{name}/log?{query}");
+        let r = self.request("GET", &path, None).expect("get log");
+        assert_eq!(
+            r.status,
+            200,
+            "log of {name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
