@@ -6,6 +6,7 @@ mod adopt;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod eviction;
 mod instance;
 pub mod limits;
 pub mod logs;

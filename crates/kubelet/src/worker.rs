@@ -42,6 +42,13 @@ impl Node {
     }
 }
 
+/// Whether an earlier daemon left the pod's sandbox in place (config written, namespaces
+/// still pinned): then a worker adopts it rather than making a new one.
+pub fn sandbox_left(node: &Node, uid: &str) -> bool {
+    let dir = SandboxDir::new(node.pods_root().join(uid));
+    dir.config().exists() && peapod_sys::mount::is_mount_point(&dir.sandbox_ref().net)
+}
+
 /// How many times a pod sandbox is tried before the pod is given up.
 const SANDBOX_ATTEMPTS: u32 = 3;
 
@@ -231,6 +238,8 @@ pub(crate) struct PodState<'a> {
     /// Condition type -> (status, last transition time).
     pub conditions: BTreeMap<String, (bool, String)>,
     pub start_time: String,
+    /// Why the pod was evicted (the status message), once it was.
+    pub evicted: Option<String>,
 }
 
 /// How a worker hears from and talks to its handle.
@@ -257,6 +266,7 @@ async fn run(
     // A pod an earlier daemon started keeps its startTime and its conditions' transition
     // times (the kubelet reports them from its status manager, not from its own start).
     let previous = ctx.pod.status.clone().unwrap_or_default();
+    let (previous_reason, previous_message) = (previous.reason.clone(), previous.message.clone());
     let start_time = previous
         .start_time
         .map(|t| t.0.to_string())
@@ -274,8 +284,7 @@ async fn run(
         .collect();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
-    let adopting =
-        pod_dir.config().exists() && peapod_sys::mount::is_mount_point(&pod_dir.sandbox_ref().net);
+    let adopting = sandbox_left(&node, ctx.uid());
     if adopting {
         info!("re-adopting pod sandbox");
     } else {
@@ -332,41 +341,67 @@ async fn run(
         stopping: HashSet::new(),
         conditions,
         start_time,
+        evicted: None,
     };
     if adopting {
         pod.adopt(crate::adopt::find_instances(&node.runtime, &pod_dir));
     }
     let mut phase = None;
+    // An evicted pod stays evicted across a daemon restart.
+    if adopting && previous_reason.as_deref() == Some(crate::eviction::REASON) {
+        pod.evicted = Some(previous_message.unwrap_or_default());
+    }
+    let limited = crate::eviction::limited_volumes(&pod.spec);
+    let mut storage = tokio::time::interval(crate::eviction::CHECK_EVERY);
+    storage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Evicted: nothing is started again; the pod is Failed until it is deleted.
         let plan = plan(&pod.spec, &pod.records, Instant::now());
-        if phase != Some(plan.phase) {
-            phase = Some(plan.phase);
-            info!(phase = plan.phase.as_str(), "pod phase");
-            emit(PodEvent::Phase(plan.phase));
+        let (now_phase, wake_at) = match pod.evicted {
+            Some(_) => (Phase::Failed, None),
+            None => (plan.phase, plan.wake_at),
+        };
+        if phase != Some(now_phase) {
+            phase = Some(now_phase);
+            info!(phase = now_phase.as_str(), "pod phase");
+            emit(PodEvent::Phase(now_phase));
         }
-        for name in &plan.stop {
-            if pod.stopping.insert(name.clone()) {
-                if let Some(inst) = pod.current.get(name) {
-                    info!(container = %name, "stopping sidecar of a completed pod");
-                    instance_stop(&pod, name, inst);
+        if pod.evicted.is_none() {
+            for name in &plan.stop {
+                if pod.stopping.insert(name.clone()) {
+                    if let Some(inst) = pod.current.get(name) {
+                        info!(container = %name, "stopping sidecar of a completed pod");
+                        instance_stop(&pod, name, inst);
+                    }
                 }
             }
+            for name in &plan.start {
+                pod.stopping.remove(name);
+                pod.start(name);
+            }
         }
-        for name in &plan.start {
-            pod.stopping.remove(name);
-            pod.start(name);
-        }
-        status.send_replace(pod.status(plan.phase));
+        status.send_replace(pod.status(now_phase));
         let sleep = async {
-            match plan.wake_at {
+            match wake_at {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
         };
+        let check_storage = !limited.is_empty() && pod.evicted.is_none();
         tokio::select! {
             Some(msg) = rx.recv() => pod.handle(msg),
             _ = deleted.changed() => {}
             Some(refresh) = refreshes.recv() => pod.refresh(refresh).await,
+            _ = storage.tick(), if check_storage => {
+                let volumes = pod_dir.path.join("volumes");
+                let limited = limited.clone();
+                let over = tokio::task::spawn_blocking(move || {
+                    crate::eviction::over_limit(&volumes, &limited)
+                });
+                if let Ok(Some(message)) = over.await {
+                    evict(&mut pod, &mut rx, message).await;
+                }
+            }
             _ = sleep => {}
         }
         if *deleted.borrow() {
@@ -438,6 +473,17 @@ fn split_reason(reason: &str) -> (String, String) {
         }
         _ => ("CreateContainerError".to_string(), reason.to_string()),
     }
+}
+
+/// Evicts the pod (see eviction.rs): the Evicted event, every container killed at once.
+async fn evict(pod: &mut PodState<'_>, rx: &mut mpsc::UnboundedReceiver<Msg>, message: String) {
+    info!(%message, "evicting pod");
+    (pod.emit)(PodEvent::Event {
+        reason: crate::eviction::REASON,
+        message: message.clone(),
+    });
+    crate::stop::terminate(pod, rx, Some(0)).await;
+    pod.evicted = Some(message);
 }
 
 fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
@@ -599,6 +645,11 @@ impl PodState<'_> {
             qos_class: crate::limits::qos_class(&self.ctx.pod).as_str().to_string(),
             conditions: self.conditions.clone(),
             backoff,
+            reason: self
+                .evicted
+                .as_ref()
+                .map(|_| crate::eviction::REASON.to_string()),
+            message: self.evicted.clone(),
         };
         crate::status::pod_status(&self.spec, &self.records, &inputs)
     }

@@ -6,7 +6,8 @@
 //!   that never reads does not slow the container down; and the cost of the log path, measured
 //!   as one container's throughput to its log against the same output to /dev/null;
 //! - a fork bomb, held by the pids limit (`PEAPOD_PIDS_LIMIT`, here 64);
-//! - a container filling its emptyDir past `sizeLimit`;
+//! - a container filling its emptyDir past `sizeLimit`: the pod is evicted (Failed, reason
+//!   `Evicted`, the kubelet's message), its containers killed and not restarted;
 //! - a container that exits at once, in a restart loop.
 //!
 //! No pod network (`PEAPOD_NETWORK=none`). Each test ends by deleting its pods, stopping the
@@ -281,17 +282,20 @@ fn fork_bomb_full_emptydir_and_instant_crash_loop_leave_the_rest_alone() {
     fill["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {"sizeLimit": "4Mi"}}]);
     fill["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
     uids.push(uid(&api.create_pod(&fill)));
-    let fill_state = api.wait_pod("fill", "over its emptyDir limit", TIMEOUT, |p| {
-        let evicted = p["status"]["reason"] == "Evicted";
-        let filled = api
-            .try_log("fill", "")
-            .is_some_and(|l| l.contains("filled"));
-        (evicted || filled).then(|| p.clone())
+    let fill_state = api.wait_pod("fill", "evicted", TIMEOUT, |p| {
+        (p["status"]["reason"] == "Evicted").then(|| p.clone())
     });
-    eprintln!(
-        "emptyDir over sizeLimit: phase {} reason {}",
-        fill_state["status"]["phase"], fill_state["status"]["reason"]
+    assert_eq!(fill_state["status"]["phase"], "Failed");
+    assert_eq!(
+        fill_state["status"]["message"],
+        "Usage of EmptyDir volume \"data\" exceeds the limit \"4Mi\". "
     );
+    let fill_uid = uid(&fill_state);
+    poll_until(Instant::now() + TIMEOUT, || {
+        pod_cgroup_processes(&fill_uid).is_empty().then_some(())
+    })
+    .expect("the evicted pod's processes are gone");
+    assert_eq!(container(&api.pod("fill"))["restartCount"], 0, "restarted");
 
     // A container that exits at once, restarted in a loop.
     uids.push(uid(&api.create_pod(&pod("instant", "exit 1", "Always"))));

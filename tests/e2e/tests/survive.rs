@@ -430,6 +430,7 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
     n.create_pod(pod("steady", STEADY, "Always", None));
     n.create_pod(pod("exits", EXITS, "OnFailure", Some(&trigger)));
     n.create_pod(pod("crashes", CRASHES, "Always", None));
+    n.create_pod(pod("completes", "echo done", "Never", None));
 
     let before_steady = n.wait_pod("steady", "running", |p| running(p).then(|| p.clone()));
     let before_exits = n.wait_pod("exits", "running", |p| running(p).then(|| p.clone()));
@@ -438,14 +439,17 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
         let waiting = container(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff";
         (restart_count(p) >= 1 && waiting).then(|| p.clone())
     });
+    n.wait_pod("completes", "Succeeded", |p| {
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
     // Some lines before the kill.
     poll_until(Instant::now() + TIMEOUT, || {
         (numbered(&n.log("steady")).len() >= 20).then_some(())
     })
     .expect("steady writes lines");
 
-    let (rv, _) = list_pods(&n.api);
-    let mut watch = PodWatch::start(&n.api, rv);
+    let (rv_at_watch, _) = list_pods(&n.api);
+    let mut watch = PodWatch::start(&n.api, rv_at_watch);
     // The watch is live: a label change comes through.
     let r = n
         .api
@@ -544,6 +548,11 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
         last["finishedAt"]
     );
 
+    // A pod that had completed stays so, not started again.
+    let completed = n.pod("completes");
+    assert_eq!(completed["status"]["phase"], "Succeeded");
+    assert_eq!(restart_count(&completed), 0);
+
     // The crash loop resumes: same instance adopted first, then restarted by Always.
     let count = restart_count(&before_crashes);
     let p = n.pod("crashes");
@@ -589,10 +598,11 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
         "the change made before reconnecting was missed: {:?}",
         watch.events
     );
-    // Caught up with a list, the watch has each pod's newest revision.
+    // Caught up with a list, the watch has the newest revision of each pod changed since it
+    // started.
     let (list_rv, listed) = list_pods(&n.api);
     watch.until(list_rv);
-    for (name, rv) in &listed {
+    for (name, rv) in listed.iter().filter(|(_, rv)| **rv > rv_at_watch) {
         let seen = watch.pods.get(name).copied().unwrap_or(0);
         assert!(
             seen >= *rv,
