@@ -131,6 +131,16 @@ pub(crate) fn spawn(
             }
         };
         let dir = node.runtime.dir(&id);
+        let started_at = {
+            let (rt, rid) = (node.runtime.clone(), id.clone());
+            tokio::task::spawn_blocking(move || rt.started(&rid))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map(|s| s.started_at)
+                .unwrap_or_else(peapod_runtime::log::now_rfc3339_nano)
+        };
         let _ = tx.send(Msg::Started {
             name: name.clone(),
             id: id.clone(),
@@ -139,6 +149,7 @@ pub(crate) fn spawn(
             stop_signal: p.stop_signal,
             image_id: p.image_id,
             dir,
+            started_at,
         });
         let _ = child.wait().await;
         let exited = match record_of_exit(&node, &id).await {

@@ -185,6 +185,9 @@ pub(crate) enum Msg {
         stop_signal: Signal,
         image_id: String,
         dir: ContainerDir,
+        /// When the process started, as the monitor recorded it (`started.json`): the same
+        /// time a daemon that adopts the instance later reads.
+        started_at: String,
     },
     Failed {
         name: String,
@@ -717,6 +720,7 @@ impl PodState<'_> {
                 stop_signal,
                 image_id,
                 dir,
+                started_at,
             } => {
                 self.all_ids.push(id.clone());
                 let target = instance::probe_target(&self.node, &self.pod_dir, &dir);
@@ -761,7 +765,7 @@ impl PodState<'_> {
                     r.state = ContainerState::Running { since: now };
                     r.detail.container_id = Some(format!("peapod://{id}"));
                     r.detail.image_id = Some(image_id);
-                    r.detail.started_at = Some(peapod_runtime::log::now_rfc3339_nano());
+                    r.detail.started_at = Some(started_at);
                     r.detail.create_error = None;
                 }
                 info!(container = %name, pid, "container started");

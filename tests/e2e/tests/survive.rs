@@ -557,6 +557,22 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
     let count = restart_count(&before_crashes);
     let p = n.pod("crashes");
     assert!(restart_count(&p) >= count, "restart count went back");
+    // Still backing off from the same exit: the same back-off as before the crash (its level
+    // is the restart count, counted from the recorded exit).
+    let waiting = &container(&p)["state"]["waiting"];
+    if restart_count(&p) == count && waiting["reason"] == "CrashLoopBackOff" {
+        let backoff = |w: &Value| {
+            w["message"]
+                .as_str()
+                .and_then(|m| m.split_whitespace().nth(1))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            backoff(waiting),
+            backoff(&container(&before_crashes)["state"]["waiting"]),
+            "back-off changed across the restart"
+        );
+    }
     n.wait_pod("crashes", "restarted again", |p| {
         (restart_count(p) > count).then_some(())
     });
