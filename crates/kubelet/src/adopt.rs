@@ -14,12 +14,34 @@ pub struct FoundInstance {
     pub restart: u32,
     pub dir: ContainerDir,
     pub state: FoundState,
+    /// The image reference it was created from (for its image ID and stop signal).
+    pub image: String,
+    /// When its process started (`started.json`), RFC 3339.
+    pub started_at: Option<String>,
+}
+
+/// The monotonic instant of a wall-clock RFC 3339 time, measured back from `now`: how the
+/// planner's clock sees a start or exit that happened while no daemon ran (`now` for a time
+/// that cannot be parsed or lies in the future).
+pub fn instant_of(now: std::time::Instant, rfc3339: &str) -> std::time::Instant {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else {
+        return now;
+    };
+    let age = chrono::Utc::now()
+        .signed_duration_since(t)
+        .to_std()
+        .unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FoundState {
-    Running { pid: i32 },
+    Running {
+        pid: i32,
+    },
     Exited(Exited),
+    /// Started, neither running nor with an exit record: its monitor was killed.
+    Lost,
 }
 
 /// Every instance of the pod's containers, grouped by container name, newest last.
@@ -56,19 +78,20 @@ pub fn find_instances(
             .file_stem()
             .and_then(|s| s.to_string_lossy().parse().ok())
             .unwrap_or(0);
-        let state = match (runtime.exited(&id), runtime.started(&id)) {
+        let started = runtime.started(&id);
+        let started_at = started
+            .as_ref()
+            .ok()
+            .and_then(|s| s.as_ref())
+            .map(|s| s.started_at.clone());
+        let state = match (runtime.exited(&id), started) {
             (Ok(Some(exited)), _) => FoundState::Exited(exited),
             (_, Ok(Some(started))) if peapod_sys::process::alive(started.pid) => {
                 FoundState::Running { pid: started.pid }
             }
-            // Its monitor died before recording an exit: reported as killed.
-            (_, Ok(Some(started))) => FoundState::Exited(Exited {
-                exit_code: 137,
-                signal: Some(9),
-                oom_killed: false,
-                started_at: started.started_at,
-                finished_at: peapod_runtime::log::now_rfc3339_nano(),
-            }),
+            // Its monitor died before recording an exit: what it leaves (cgroups, rootfs
+            // mount, state) is cleaned up and the exit recorded by the orphan helper.
+            (_, Ok(Some(_))) => FoundState::Lost,
             // Never started: nothing to adopt but the directory to remove.
             _ => FoundState::Exited(Exited {
                 exit_code: 128,
@@ -82,6 +105,8 @@ pub fn find_instances(
             restart,
             dir,
             state,
+            image: config.image.clone(),
+            started_at,
         });
     }
     for list in out.values_mut() {

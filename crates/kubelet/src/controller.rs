@@ -174,7 +174,10 @@ impl NodeController {
             return;
         }
         let phase = object["status"]["phase"].as_str().unwrap_or("Pending");
-        if phase == "Succeeded" || phase == "Failed" {
+        // A finished pod is not run again; but one whose sandbox an earlier daemon left is
+        // adopted (its containers all exited, nothing restarts), so that deleting it removes
+        // the sandbox, its mounts and its network.
+        if (phase == "Succeeded" || phase == "Failed") && !crate::worker::sandbox_left(node, &uid) {
             return;
         }
         let pod: Pod = match serde_json::from_value(object.clone()) {

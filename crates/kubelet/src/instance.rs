@@ -155,6 +155,16 @@ pub(crate) fn spawn(
             }
         };
         let dir = node.runtime.dir(&id);
+        let started_at = {
+            let (rt, rid) = (node.runtime.clone(), id.clone());
+            tokio::task::spawn_blocking(move || rt.started(&rid))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map(|s| s.started_at)
+                .unwrap_or_else(peapod_runtime::log::now_rfc3339_nano)
+        };
         let _ = tx.send(Msg::Started {
             name: name.clone(),
             id: id.clone(),
@@ -163,6 +173,7 @@ pub(crate) fn spawn(
             stop_signal: p.stop_signal,
             image_id: p.image_id,
             dir,
+            started_at,
         });
         let _ = child.wait().await;
         let exited = match record_of_exit(&node, &id).await {
@@ -239,6 +250,14 @@ pub(crate) fn watch_adopted_exit(
     });
 }
 
+/// Whether an instance's postStart hook is still to run: not for one a restarted daemon
+/// adopts (it ran when the instance started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hooks {
+    Run,
+    AlreadyRan,
+}
+
 /// While an instance runs: its postStart hook, then its probes (app containers and sidecars
 /// only). Aborted when the instance exits.
 pub(crate) fn watch_running(
@@ -247,13 +266,18 @@ pub(crate) fn watch_running(
     id: &ContainerId,
     target: ProbeTarget,
     tx: mpsc::UnboundedSender<Msg>,
+    hooks: Hooks,
     regular_init: bool,
 ) -> tokio::task::JoinHandle<()> {
     let container = find(ctx, name).cloned();
     let (name, id) = (name.to_string(), id.clone());
     tokio::spawn(async move {
         let Some(c) = container else { return };
-        let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.clone());
+        let post_start = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+            .filter(|_| hooks == Hooks::Run);
         if let Some(hook) = post_start {
             // postStart has no timeout of its own; the kubelet bounds it by the grace period.
             if let Err(message) = run_hook(&hook, &target, Duration::from_secs(30)).await {
@@ -404,6 +428,8 @@ fn prepare(
         &term_log,
     )
     .map_err(|e| format!("CreateContainerConfigError: {e}"))?;
+    config.log_limits = node.config.log_limits;
+    config.resources.pids_limit = node.config.pids_limit;
     for m in &mut config.mounts {
         prepare_mount_source(ctx, pod_dir, container, m)?;
     }

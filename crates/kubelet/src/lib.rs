@@ -3,8 +3,10 @@
 //! to runtime configs.
 
 mod adopt;
+pub mod config;
 pub mod context;
 pub mod controller;
+pub mod eviction;
 mod instance;
 pub mod limits;
 pub mod logs;
@@ -20,6 +22,7 @@ pub mod translate;
 pub mod volumes;
 pub mod worker;
 
+pub use config::NodeConfig;
 pub use context::PodContext;
 pub use plan::Phase;
 pub use worker::{Node, PodEvent, PodWorker};

@@ -24,6 +24,9 @@ pub struct StatusInputs {
     /// Back-off message per container name, when one is waiting it out: a restart's
     /// (`CrashLoopBackOff`) or an image pull's (`ImagePullBackOff`).
     pub backoff: BTreeMap<String, String>,
+    /// The pod's own reason and message (`Evicted`, why).
+    pub reason: Option<String>,
+    pub message: Option<String>,
 }
 
 fn time(s: &str) -> Option<Time> {
@@ -194,6 +197,8 @@ pub fn pod_status(
         pod_ips: inputs.pod_ip.clone().map(|ip| vec![PodIP { ip }]),
         start_time: inputs.start_time.as_deref().and_then(time),
         qos_class: Some(inputs.qos_class.clone()),
+        reason: inputs.reason.clone(),
+        message: inputs.message.clone(),
         ..Default::default()
     }
 }

@@ -559,6 +559,7 @@ pub fn container_config(
         cgroup_path,
         read_only_rootfs,
         log_path: sandbox.log(&container.name, restart),
+        log_limits: Default::default(),
         resources: crate::limits::container_resources(
             container,
             crate::limits::qos_class(&ctx.pod),

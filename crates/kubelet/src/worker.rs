@@ -34,12 +34,21 @@ pub struct Node {
     pub registries: peapod_runtime::image::pull::RegistryConfig,
     /// The host's /etc/resolv.conf, read once.
     pub host_resolv: String,
+    /// Log rotation and the pids limit of the containers it starts.
+    pub config: crate::config::NodeConfig,
 }
 
 impl Node {
     pub fn pods_root(&self) -> PathBuf {
         self.runtime.root().join("pods")
     }
+}
+
+/// Whether an earlier daemon left the pod's sandbox in place (config written, namespaces
+/// still pinned): then a worker adopts it rather than making a new one.
+pub fn sandbox_left(node: &Node, uid: &str) -> bool {
+    let dir = SandboxDir::new(node.pods_root().join(uid));
+    dir.config().exists() && peapod_sys::mount::is_mount_point(&dir.sandbox_ref().net)
 }
 
 /// How many times a pod sandbox is tried before the pod is given up.
@@ -178,6 +187,9 @@ pub(crate) enum Msg {
         stop_signal: Signal,
         image_id: String,
         dir: ContainerDir,
+        /// When the process started, as the monitor recorded it (`started.json`): the same
+        /// time a daemon that adopts the instance later reads.
+        started_at: String,
     },
     Failed {
         name: String,
@@ -242,6 +254,8 @@ pub(crate) struct PodState<'a> {
     /// Condition type -> (status, last transition time).
     pub conditions: BTreeMap<String, (bool, String)>,
     pub start_time: String,
+    /// Why the pod was evicted (the status message), once it was.
+    pub evicted: Option<String>,
 }
 
 /// How a worker hears from and talks to its handle.
@@ -265,11 +279,28 @@ async fn run(
         mut refreshes,
         status,
     } = channels;
-    let start_time = peapod_runtime::log::now_rfc3339_nano();
+    // A pod an earlier daemon started keeps its startTime and its conditions' transition
+    // times (the kubelet reports them from its status manager, not from its own start).
+    let previous = ctx.pod.status.clone().unwrap_or_default();
+    let (previous_reason, previous_message) = (previous.reason.clone(), previous.message.clone());
+    let start_time = previous
+        .start_time
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(peapod_runtime::log::now_rfc3339_nano);
+    let conditions: BTreeMap<String, (bool, String)> = previous
+        .conditions
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c.type_,
+                (c.status == "True", c.last_transition_time?.0.to_string()),
+            ))
+        })
+        .collect();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
-    let adopting =
-        pod_dir.config().exists() && peapod_sys::mount::is_mount_point(&pod_dir.sandbox_ref().net);
+    let adopting = sandbox_left(&node, ctx.uid());
     if adopting {
         info!("re-adopting pod sandbox");
     } else {
@@ -324,43 +355,69 @@ async fn run(
         pod_ready: None,
         deleting: false,
         stopping: HashSet::new(),
-        conditions: BTreeMap::new(),
+        conditions,
         start_time,
+        evicted: None,
     };
     if adopting {
         pod.adopt(crate::adopt::find_instances(&node.runtime, &pod_dir));
     }
     let mut phase = None;
+    // An evicted pod stays evicted across a daemon restart.
+    if adopting && previous_reason.as_deref() == Some(crate::eviction::REASON) {
+        pod.evicted = Some(previous_message.unwrap_or_default());
+    }
+    let limited = crate::eviction::limited_volumes(&pod.spec);
+    let mut storage = tokio::time::interval(crate::eviction::CHECK_EVERY);
+    storage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Evicted: nothing is started again; the pod is Failed until it is deleted.
         let plan = plan(&pod.spec, &pod.records, Instant::now());
-        if phase != Some(plan.phase) {
-            phase = Some(plan.phase);
-            info!(phase = plan.phase.as_str(), "pod phase");
-            emit(PodEvent::Phase(plan.phase));
+        let (now_phase, wake_at) = match pod.evicted {
+            Some(_) => (Phase::Failed, None),
+            None => (plan.phase, plan.wake_at),
+        };
+        if phase != Some(now_phase) {
+            phase = Some(now_phase);
+            info!(phase = now_phase.as_str(), "pod phase");
+            emit(PodEvent::Phase(now_phase));
         }
-        for name in &plan.stop {
-            if pod.stopping.insert(name.clone()) {
-                if let Some(inst) = pod.current.get(name) {
-                    info!(container = %name, "stopping sidecar of a completed pod");
-                    instance_stop(&pod, name, inst);
+        if pod.evicted.is_none() {
+            for name in &plan.stop {
+                if pod.stopping.insert(name.clone()) {
+                    if let Some(inst) = pod.current.get(name) {
+                        info!(container = %name, "stopping sidecar of a completed pod");
+                        instance_stop(&pod, name, inst);
+                    }
                 }
             }
+            for name in &plan.start {
+                pod.stopping.remove(name);
+                pod.start(name);
+            }
         }
-        for name in &plan.start {
-            pod.stopping.remove(name);
-            pod.start(name);
-        }
-        status.send_replace(pod.status(plan.phase));
+        status.send_replace(pod.status(now_phase));
         let sleep = async {
-            match plan.wake_at {
+            match wake_at {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
         };
+        let check_storage = !limited.is_empty() && pod.evicted.is_none();
         tokio::select! {
             Some(msg) = rx.recv() => pod.handle(msg),
             _ = deleted.changed() => {}
             Some(refresh) = refreshes.recv() => pod.refresh(refresh).await,
+            _ = storage.tick(), if check_storage => {
+                let volumes = pod_dir.path.join("volumes");
+                let limited = limited.clone();
+                let over = tokio::task::spawn_blocking(move || {
+                    crate::eviction::over_limit(&volumes, &limited)
+                });
+                if let Ok(Some(message)) = over.await {
+                    evict(&mut pod, &mut rx, message).await;
+                }
+            }
             _ = sleep => {}
         }
         if *deleted.borrow() {
@@ -434,6 +491,17 @@ fn split_reason(reason: &str) -> (String, String) {
     }
 }
 
+/// Evicts the pod (see eviction.rs): the Evicted event, every container killed at once.
+async fn evict(pod: &mut PodState<'_>, rx: &mut mpsc::UnboundedReceiver<Msg>, message: String) {
+    info!(%message, "evicting pod");
+    (pod.emit)(PodEvent::Event {
+        reason: crate::eviction::REASON,
+        message: message.clone(),
+    });
+    crate::stop::terminate(pod, rx, Some(0)).await;
+    pod.evicted = Some(message);
+}
+
 fn instance_stop(pod: &PodState<'_>, name: &str, inst: &Instance) {
     let grace = Duration::from_secs(
         pod.spec
@@ -461,65 +529,94 @@ impl PodState<'_> {
 
     /// Takes over the instances an earlier daemon started: the newest of each container is
     /// current (its exit is noticed by polling its record, the monitor not being our child),
-    /// older ones are only removed with the pod.
+    /// older ones are only removed with the pod. Times recorded on disk (start, exit) become
+    /// the planner's instants, so back-off and the 10-minute reset count from when things
+    /// happened, not from the adoption; the back-off level is the restart count, as if this
+    /// daemon had made every restart. postStart hooks are not run again.
     fn adopt(&mut self, found: BTreeMap<String, Vec<crate::adopt::FoundInstance>>) {
+        use crate::adopt::{instant_of, FoundState};
         let now = Instant::now();
         for (name, mut instances) in found {
             let Some(newest) = instances.pop() else {
                 continue;
             };
+            let previous = instances.last().and_then(|i| match &i.state {
+                FoundState::Exited(e) => Some(e.clone()),
+                _ => None,
+            });
             self.all_ids.extend(instances.into_iter().map(|i| i.dir.id));
             self.all_ids.push(newest.dir.id.clone());
+            let image = self.node.images.resolve(&newest.image).ok();
             let record = self.records.entry(name.clone()).or_default();
             record.restart_count = newest.restart;
+            record.backoff_level = newest.restart;
             record.detail.container_id = Some(format!("peapod://{}", newest.dir.id));
-            match newest.state {
-                crate::adopt::FoundState::Exited(exited) => {
+            record.detail.image_id = image.as_ref().map(|i| i.id.clone());
+            record.detail.last_terminated = previous;
+            let since = newest
+                .started_at
+                .as_deref()
+                .map_or(now, |t| instant_of(now, t));
+            let pid = match newest.state {
+                FoundState::Exited(exited) => {
                     record.state = ContainerState::Exited {
                         exit_code: exited.exit_code,
-                        started: now,
-                        finished: now,
+                        started: instant_of(now, &exited.started_at),
+                        finished: instant_of(now, &exited.finished_at),
                     };
                     record.detail.terminated = Some(exited);
+                    continue;
                 }
-                crate::adopt::FoundState::Running { pid } => {
-                    info!(container = %name, pid, "re-adopted running container");
-                    record.state = ContainerState::Running { since: now };
-                    record.started = true;
-                    record.ready = true;
-                    let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
-                    let regular_init = self.is_regular_init(&name);
-                    let watcher = instance::watch_running(
-                        &self.ctx,
-                        &name,
-                        &newest.dir.id,
-                        target.clone(),
-                        self.tx.clone(),
-                        regular_init,
-                    );
-                    instance::watch_adopted_exit(
-                        self.node.clone(),
-                        name.clone(),
-                        newest.dir.id.clone(),
-                        self.tx.clone(),
-                    );
-                    (self.emit)(PodEvent::ContainerStarted {
-                        container: name.clone(),
-                        restart: newest.restart,
-                        log_path: self.pod_dir.log(&name, newest.restart),
-                        dir: newest.dir.path.clone(),
-                    });
-                    let instance = Instance {
-                        id: Some(newest.dir.id.clone()),
-                        pid: Some(pid),
-                        restart: newest.restart,
-                        stop_signal: Signal::SIGTERM,
-                        target: Some(target),
-                        watcher: Some(watcher),
-                    };
-                    self.current.insert(name.clone(), instance);
-                }
+                FoundState::Lost => None,
+                FoundState::Running { pid } => Some(pid),
+            };
+            record.state = ContainerState::Running { since };
+            record.detail.started_at = newest.started_at.clone();
+            instance::watch_adopted_exit(
+                self.node.clone(),
+                name.clone(),
+                newest.dir.id.clone(),
+                self.tx.clone(),
+            );
+            let stop_signal = image
+                .as_ref()
+                .and_then(|i| i.config.stop_signal.as_deref())
+                .and_then(instance::parse_signal)
+                .unwrap_or(Signal::SIGTERM);
+            let mut instance = Instance {
+                id: Some(newest.dir.id.clone()),
+                pid,
+                restart: newest.restart,
+                stop_signal,
+                target: None,
+                watcher: None,
+            };
+            if let Some(pid) = pid {
+                info!(container = %name, pid, "re-adopted running container");
+                record.started = true;
+                record.ready = true;
+                let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
+                let regular_init = self.is_regular_init(&name);
+                instance.watcher = Some(instance::watch_running(
+                    &self.ctx,
+                    &name,
+                    &newest.dir.id,
+                    target.clone(),
+                    self.tx.clone(),
+                    instance::Hooks::AlreadyRan,
+                    regular_init,
+                ));
+                instance.target = Some(target);
+                (self.emit)(PodEvent::ContainerStarted {
+                    container: name.clone(),
+                    restart: newest.restart,
+                    log_path: self.pod_dir.log(&name, newest.restart),
+                    dir: newest.dir.path.clone(),
+                });
+            } else {
+                info!(container = %name, "monitor of an adopted container is gone");
             }
+            self.current.insert(name.clone(), instance);
         }
     }
 
@@ -577,6 +674,11 @@ impl PodState<'_> {
             qos_class: crate::limits::qos_class(&self.ctx.pod).as_str().to_string(),
             conditions: self.conditions.clone(),
             backoff,
+            reason: self
+                .evicted
+                .as_ref()
+                .map(|_| crate::eviction::REASON.to_string()),
+            message: self.evicted.clone(),
         };
         crate::status::pod_status(&self.spec, &self.records, &inputs)
     }
@@ -646,6 +748,7 @@ impl PodState<'_> {
                 stop_signal,
                 image_id,
                 dir,
+                started_at,
             } => {
                 self.all_ids.push(id.clone());
                 let target = instance::probe_target(&self.node, &self.pod_dir, &dir);
@@ -664,6 +767,7 @@ impl PodState<'_> {
                             &id,
                             target,
                             self.tx.clone(),
+                            instance::Hooks::Run,
                             regular_init,
                         ));
                     }
@@ -682,7 +786,7 @@ impl PodState<'_> {
                     r.state = ContainerState::Running { since: now };
                     r.detail.container_id = Some(format!("peapod://{id}"));
                     r.detail.image_id = Some(image_id);
-                    r.detail.started_at = Some(peapod_runtime::log::now_rfc3339_nano());
+                    r.detail.started_at = Some(started_at);
                     r.detail.create_error = None;
                     r.pull_failures = 0;
                 }

@@ -5,10 +5,10 @@
 use anyhow::Context;
 use peapod_api::http::{router, serve::serve, ApiState};
 use peapod_api::pki::Pki;
-use peapod_api::store::{ObjectKey, Store, StoreError};
+use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
-use peapod_kubelet::Node;
+use peapod_kubelet::{Node, NodeConfig};
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
 use peapod_runtime::image::gc::{layers_in_use, GcThresholds};
@@ -69,6 +69,7 @@ impl Daemon {
             images: Arc::new(images),
             registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            config: NodeConfig::from_env().context("read the node settings")?,
         };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
         let network = start_network(root, &store).await?;
@@ -209,7 +210,12 @@ async fn start_network(
 /// watch from before then gets 410 Gone and re-lists, as with the API server's 5-minute window).
 const KEEP_REVISIONS: u64 = 10_000;
 
-/// Compacts the store's revision log once a minute.
+/// How long an Event is kept after it last happened (the API server's `--event-ttl`): without
+/// it every pod start and crash-loop restart adds Events forever, and every full scan (lists,
+/// garbage collection) grows with them.
+const EVENT_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Compacts the store's revision log and drops expired Events, once a minute.
 async fn compact_periodically(store: Store) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
@@ -220,7 +226,45 @@ async fn compact_periodically(store: Store) {
                 tracing::warn!(%error, "compact the store");
             }
         }
+        let events = match store.list("events", None, &ListOptions::default()) {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "list events");
+                continue;
+            }
+        };
+        for key in expired_events(&events, chrono::Utc::now(), EVENT_TTL) {
+            // Gone already or changed meanwhile: the next pass looks again.
+            let _ = store.delete(&key, None);
+        }
     }
+}
+
+/// The Events whose last occurrence (`lastTimestamp`, `eventTime`, else the creation time) is
+/// more than `ttl` before `now`.
+fn expired_events(
+    events: &[serde_json::Value],
+    now: chrono::DateTime<chrono::Utc>,
+    ttl: chrono::TimeDelta,
+) -> Vec<ObjectKey> {
+    events
+        .iter()
+        .filter(|e| {
+            let when = ["lastTimestamp", "eventTime"]
+                .iter()
+                .find_map(|f| e[*f].as_str())
+                .or_else(|| e["metadata"]["creationTimestamp"].as_str());
+            when.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| now.signed_duration_since(t) > ttl)
+        })
+        .filter_map(|e| {
+            Some(ObjectKey {
+                resource: "events".into(),
+                namespace: e["metadata"]["namespace"].as_str().map(str::to_string),
+                name: e["metadata"]["name"].as_str()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// How often the node renews its Lease and its Ready condition's heartbeat.
@@ -352,4 +396,35 @@ fn bootstrap(store: &Store, node_name: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_expire_an_hour_after_they_last_happened() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let event = |name: &str, last: Option<&str>, created: &str| {
+            json!({"metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+                   "lastTimestamp": last})
+        };
+        let events = [
+            event("old", Some("2026-01-01T10:59:00Z"), "2026-01-01T09:00:00Z"),
+            event(
+                "repeated",
+                Some("2026-01-01T11:30:00Z"),
+                "2026-01-01T09:00:00Z",
+            ),
+            event("no-last", None, "2026-01-01T10:00:00Z"),
+            event("fresh", None, "2026-01-01T11:59:00Z"),
+        ];
+        let expired: Vec<String> = expired_events(&events, now, EVENT_TTL)
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(expired, ["old", "no-last"]);
+    }
 }

@@ -41,28 +41,31 @@ impl LineSplitter {
     pub fn push(&mut self, data: &[u8]) -> Vec<Entry> {
         self.pending.extend_from_slice(data);
         let mut out = Vec::new();
+        // Entries are cut at `start`, and the consumed bytes dropped once at the end: draining
+        // line by line would move the rest of the buffer for every line.
+        let mut start = 0;
         loop {
-            if let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-                if pos <= MAX_LINE {
-                    let mut line: Vec<u8> = self.pending.drain(..=pos).collect();
-                    line.pop();
+            let rest = &self.pending[start..];
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(pos) if pos <= MAX_LINE => {
                     out.push(Entry {
-                        text: line,
+                        text: rest[..pos].to_vec(),
                         full: true,
                     });
-                    continue;
+                    start += pos + 1;
                 }
+                _ if rest.len() > MAX_LINE => {
+                    out.push(Entry {
+                        text: rest[..MAX_LINE].to_vec(),
+                        full: false,
+                    });
+                    start += MAX_LINE;
+                }
+                _ => break,
             }
-            if self.pending.len() > MAX_LINE {
-                let part: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
-                out.push(Entry {
-                    text: part,
-                    full: false,
-                });
-                continue;
-            }
-            return out;
         }
+        self.pending.drain(..start);
+        out
     }
 
     pub fn flush(&mut self) -> Option<Entry> {
@@ -183,6 +186,24 @@ mod tests {
 pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
 pub const MAX_FILES: usize = 5;
 
+/// How big a container's log may grow: `max_size` bytes per file, `max_files` files in all
+/// (the current one included), as the kubelet's `containerLogMaxSize`/`containerLogMaxFiles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLimits {
+    pub max_size: u64,
+    pub max_files: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            max_size: MAX_SIZE,
+            max_files: MAX_FILES,
+        }
+    }
+}
+
 /// A container's log file, rotated by size: the full file is renamed to
 /// `<name>.<timestamp>` and a fresh one started; at most `max_files` files are kept in all.
 /// Write failures (a full disk) are counted, never fatal: the container keeps running.
@@ -220,17 +241,41 @@ impl RotatingLog {
 
     /// Appends one formatted line, rotating first when it would overflow the file.
     pub fn write_line(&mut self, line: &[u8]) {
-        if self.written > 0 && self.written + line.len() as u64 > self.max_size {
-            self.rotate();
+        self.write_lines(std::iter::once(line));
+    }
+
+    /// Appends formatted lines with as few writes as rotation allows (one per file they land
+    /// in): a line-per-write(2) log path costs a container most of its output rate.
+    pub fn write_lines<'a>(&mut self, lines: impl IntoIterator<Item = &'a [u8]>) {
+        let mut batch: Vec<u8> = Vec::new();
+        let mut count = 0u64;
+        for line in lines {
+            let size = self.written + batch.len() as u64;
+            if size > 0 && size + line.len() as u64 > self.max_size {
+                self.append(&batch, count);
+                batch.clear();
+                count = 0;
+                self.rotate();
+            }
+            batch.extend_from_slice(line);
+            count += 1;
+        }
+        self.append(&batch, count);
+    }
+
+    /// Writes `count` lines already joined in `bytes`; counts them as dropped if that fails.
+    fn append(&mut self, bytes: &[u8], count: u64) {
+        if count == 0 {
+            return;
         }
         let ok = match self.file.as_mut() {
-            Some(f) => f.write_all(line).is_ok(),
+            Some(f) => f.write_all(bytes).is_ok(),
             None => false,
         };
         if ok {
-            self.written += line.len() as u64;
+            self.written += bytes.len() as u64;
         } else {
-            self.dropped += 1;
+            self.dropped += count;
             if self.file.is_none() {
                 self.reopen();
             }

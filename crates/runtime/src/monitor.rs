@@ -7,9 +7,7 @@
 
 use crate::container::{ContainerDir, ContainerId, Exited, Started};
 use crate::error::{io, Result, RuntimeError};
-use crate::log::{
-    format_entry, now_rfc3339_nano, LineSplitter, RotatingLog, Stream, MAX_FILES, MAX_SIZE,
-};
+use crate::log::{format_entry, now_rfc3339_nano, LineSplitter, RotatingLog, Stream};
 use crate::spec::{oci_spec, ContainerConfig};
 use crate::{atomic, cgroup, youki};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -206,8 +204,9 @@ fn pump(
     err_r: OwnedFd,
 ) -> Result<Exited> {
     let pid = started.pid;
-    let mut log =
-        RotatingLog::open(&config.log_path, MAX_SIZE, MAX_FILES).map_err(io(&config.log_path))?;
+    let limits = config.log_limits;
+    let mut log = RotatingLog::open(&config.log_path, limits.max_size, limits.max_files)
+        .map_err(io(&config.log_path))?;
     let signals = sysproc::signal_fd(&[
         Signal::SIGCHLD,
         Signal::SIGTERM,
@@ -284,9 +283,11 @@ fn pump(
             if n == 0 {
                 entries.extend(splitter.flush());
             }
-            for entry in entries {
-                log.write_line(&format_entry(&now, *stream, &entry));
-            }
+            let lines: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|entry| format_entry(&now, *stream, entry))
+                .collect();
+            log.write_lines(lines.iter().map(Vec::as_slice));
             if n == 0 {
                 pipes[*i] = None;
             }

@@ -31,6 +31,9 @@ pub struct ContainerConfig {
     pub read_only_rootfs: bool,
     /// Where the monitor writes the CRI log of this container instance.
     pub log_path: PathBuf,
+    /// Its rotation (absent in configs written before it existed: the kubelet's defaults).
+    #[serde(default)]
+    pub log_limits: crate::log::LogLimits,
     #[serde(default)]
     pub resources: Resources,
     #[serde(default)]
@@ -255,6 +258,7 @@ mod tests {
             cgroup_path: "/peapod/abc".into(),
             read_only_rootfs: false,
             log_path: "/logs/0.log".into(),
+            log_limits: Default::default(),
             resources: Resources {
                 memory_limit_bytes: Some(1 << 20),
                 cpu_shares: Some(512),

@@ -37,6 +37,8 @@ pub struct Daemon {
     /// `https://127.0.0.1:<port>` once serving.
     pub server: String,
     child: Option<Child>,
+    /// The binary `serve` starts: [`peapod_bin`] unless [`Daemon::serve_binary`] chose another.
+    bin: PathBuf,
     leftovers: Leftovers,
     finished: bool,
 }
@@ -60,8 +62,29 @@ impl Daemon {
             root,
             server: String::new(),
             child: None,
+            bin: peapod_bin(),
             leftovers,
             finished: false,
+        }
+    }
+
+    /// Starts `bin serve` (another build or copy of peapod, as an upgrade in place would) with
+    /// `env` added; later [`Daemon::serve`] calls start it too.
+    pub fn serve_binary(&mut self, bin: &std::path::Path, env: &[(&str, &str)]) {
+        self.bin = bin.to_path_buf();
+        self.serve(env);
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// SIGKILLs the daemon (a crash) and reaps it; what it started keeps running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -71,10 +94,15 @@ impl Daemon {
         for _ in 0..5 {
             let port = free_port();
             self.server = format!("https://127.0.0.1:{port}");
-            let log = std::fs::File::create(self.log_path()).expect("daemon log");
+            // Appended to: a restarted daemon's log follows the killed one's.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .expect("daemon log");
             let err = log.try_clone().expect("daemon log");
             self.child = Some(
-                Command::new(peapod_bin())
+                Command::new(&self.bin)
                     .arg("--root")
                     .arg(&self.root)
                     .args(["serve", "--listen", &format!("127.0.0.1:{port}")])

@@ -7,17 +7,20 @@
 //! - [`host`]: what of a data root is still on the host (processes, mounts, pod cgroups) and
 //!   the sweep that removes it.
 //! - [`daemon`]: `peapod serve` on a temporary root, kubectl bound to it, and its teardown.
+//! - [`client`]: a blocking HTTPS client of the daemon's API (many requests, raw watches).
 //! - [`expect`]: kubectl commands that must succeed (now, or within a deadline); a GET.
 //!
 //! Waits poll with deadlines ([`poll_until`]), never a bare `sleep`.
 
 pub mod binaries;
+pub mod client;
 pub mod command;
 pub mod daemon;
 pub mod expect;
 pub mod host;
 
 pub use binaries::{busybox_archive, kubectl_bin, peapod_bin, workspace, KUBECTL_DIR, LATEST};
+pub use client::{ApiClient, Conn, Response, Watch};
 pub use command::{drain, run_command, run_with_input, Out, Running};
 pub use daemon::{Daemon, Leftovers, COMMAND_TIMEOUT, POD_TIMEOUT};
 pub use expect::http_get;
