@@ -126,19 +126,28 @@ impl PodNetwork {
         &self.inner.config
     }
 
-    /// Gives pod `uid` an address (a file; the veth is made by `connect`). An address whose
-    /// veth exists on the host is skipped: another data root sharing the bridge has it.
+    /// Gives pod `uid` an address and makes its veth pair (the pod end still on the host), under
+    /// the bridge's lock: an address whose veth exists is skipped, as another data root sharing
+    /// the bridge has it.
     pub async fn allocate(&self, uid: &str) -> Result<Ipv4Addr, NetError> {
         let (n, uid) = (self.clone(), uid.to_string());
         blocking("allocate pod address", move || {
-            n.inner
+            let c = &n.inner.config;
+            let _lock = bridge::lock(&c.bridge)?;
+            let ip = n
+                .inner
                 .ipam
-                .allocate(&uid, |ip| bridge::device_exists(&veth::host_name(ip)))
+                .allocate(&uid, |ip| bridge::device_exists(&veth::host_name(ip)))?;
+            veth::create(ip).inspect_err(|_| {
+                let _ = n.inner.ipam.release(&uid);
+            })?;
+            Ok(ip)
         })
         .await
     }
 
-    /// Makes pod `uid`'s veth pair, its `eth0` in the network namespace pinned at `netns`.
+    /// Plugs pod `uid`'s veth pair in: the host end on the bridge, the other end into the
+    /// network namespace pinned at `netns` as `eth0`.
     pub async fn connect(&self, uid: &str, netns: &Path) -> Result<Ipv4Addr, NetError> {
         let (n, uid, netns) = (self.clone(), uid.to_string(), netns.to_path_buf());
         blocking("connect pod", move || {

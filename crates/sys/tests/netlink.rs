@@ -40,9 +40,13 @@ fn veth_into_a_namespace_with_address_and_route() {
     let mut host = Netlink::open().expect("open");
     assert!(host.link_index("lo").expect("lo").is_some());
     assert_eq!(host.link_index("pptnl-none").expect("lookup"), None);
-    // Master 0: on no bridge.
-    host.add_veth(HOST, 0, "eth0", &pin).expect("add veth");
-    assert!(host.link_index(HOST).expect("host end").is_some());
+    host.add_veth(HOST, "pptnl0p").expect("add veth");
+    let host_index = host.link_index(HOST).expect("host end").expect("made");
+    let peer = host.link_index("pptnl0p").expect("peer").expect("made");
+    host.move_to(peer, &pin, "eth0")
+        .expect("move into the namespace");
+    assert_eq!(host.link_index("pptnl0p").expect("lookup"), None, "moved");
+    assert!(host.link_index(HOST).expect("host end") == Some(host_index));
     let mut pod = Netlink::open_in(&pin).expect("open in netns");
     let eth0 = pod.link_index("eth0").expect("eth0").expect("eth0 exists");
     pod.set_up(eth0).expect("up");
