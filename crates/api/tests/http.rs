@@ -23,7 +23,7 @@ impl NodeBackend for FakeNode {
         _: &str,
         _: &str,
         _: &str,
-        _: &[String],
+        _: &peapod_api::http::exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError> {
         Err(ApiError::bad_request("no node"))
     }

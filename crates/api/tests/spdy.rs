@@ -364,8 +364,9 @@ impl NodeBackend for FakeNode {
         _uid: &str,
         _pod: &str,
         _container: &str,
-        command: &[String],
+        exec: &peapod_api::http::exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError> {
+        let command = &exec.command;
         let mut cmd = std::process::Command::new(&command[0]);
         cmd.args(&command[1..]);
         Ok(cmd)

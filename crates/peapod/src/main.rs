@@ -97,13 +97,20 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
         "__monitor" if argv.len() == 4 && argv[3] == "--orphan" => Some(
             peapod_runtime::monitor::cleanup_orphan(&PathBuf::from(&argv[2])),
         ),
-        "__exec" if argv.len() >= 5 && argv[3] == "--" => {
-            let args = argv[4..]
+        "__exec" if argv.len() >= 5 => {
+            use peapod_runtime::exec::{ExecStdio, TTY_FLAG};
+            let (stdio, rest) = match argv[3].to_str() {
+                Some("--") => (ExecStdio::Inherited, 4),
+                Some(TTY_FLAG) if argv.len() >= 6 && argv[4] == "--" => (ExecStdio::Terminal, 5),
+                _ => return None,
+            };
+            let args = argv[rest..]
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             Some(peapod_runtime::exec::helper_main(
                 &PathBuf::from(&argv[2]),
+                stdio,
                 args,
             ))
         }

@@ -11,11 +11,13 @@ pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod exec;
+mod exec_tty;
 pub mod image;
 pub mod log;
 pub mod monitor;
 pub mod sandbox;
 pub mod spec;
+pub mod tty;
 mod youki;
 
 pub use container::{ContainerId, Exited, Runtime, Started};

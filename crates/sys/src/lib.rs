@@ -11,6 +11,7 @@ pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod process;
+pub mod tty;
 
 /// A failed syscall, with what it was doing.
 #[derive(Debug, thiserror::Error)]

