@@ -372,6 +372,16 @@ impl NodeBackend for FakeNode {
         Ok(cmd)
     }
 
+    fn attach_command(
+        &self,
+        _uid: &str,
+        _pod: &str,
+        _container: &str,
+        _attach: &peapod_api::http::exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError> {
+        Err(ApiError::bad_request("no attach here"))
+    }
+
     fn dial(&self, _uid: &str, port: u16) -> BoxFuture<'static, std::io::Result<TcpStream>> {
         let to = if port == 8000 {
             self.echo

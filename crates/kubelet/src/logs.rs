@@ -161,6 +161,30 @@ impl NodeBackend for NodeLogs {
         ))
     }
 
+    fn attach_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        attach: &peapod_api::http::exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError> {
+        let dir = self.running.dir(uid, container).ok_or_else(|| {
+            ApiError::bad_request(format!("container {container} is not running in pod {pod}"))
+        })?;
+        if !dir.join(peapod_runtime::attach::ATTACH_SOCKET).exists() {
+            return Err(ApiError::bad_request(format!(
+                "container {container} in pod {pod} cannot be attached to (its monitor predates attach)"
+            )));
+        }
+        use peapod_runtime::attach::AttachInput;
+        let input = match (attach.stdin, attach.tty) {
+            (_, true) => AttachInput::Terminal,
+            (true, false) => AttachInput::Raw,
+            (false, false) => AttachInput::Nothing,
+        };
+        Ok(peapod_runtime::attach::command(&self.exe, &dir, input))
+    }
+
     fn logs(&self, req: LogRequest) -> Result<LogStream, ApiError> {
         let dir = self
             .pods_root

@@ -121,10 +121,11 @@ impl Input {
             }
             Ok(n) => n,
         };
-        for message in self.decoder.push(&buf[..n]) {
+        for message in self.decoder.push_input(&buf[..n]) {
             match message {
                 TtyInput::Input(data) => self.pending.extend_from_slice(&data),
                 TtyInput::Resize(size) => self.size = Some(size),
+                TtyInput::CloseStdin => {}
             }
         }
         true

@@ -7,6 +7,7 @@
 //! single-threaded helper processes (`__monitor`, `__sandbox`).
 
 pub mod atomic;
+pub mod attach;
 pub mod cgroup;
 pub mod container;
 pub mod error;
@@ -22,4 +23,4 @@ mod youki;
 
 pub use container::{ContainerId, Exited, Runtime, Started};
 pub use error::{Result, RuntimeError};
-pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Security, User};
+pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Security, Stdio, User};

@@ -14,45 +14,67 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-/// Kind byte of a frame carrying terminal input.
+/// Kind byte of a frame carrying terminal input (or, without a terminal, stdin bytes).
 pub const FRAME_INPUT: u8 = 0;
 /// Kind byte of a frame carrying a window size (columns, then rows, big-endian u16 each).
 pub const FRAME_RESIZE: u8 = 1;
+/// Kind byte of an empty frame saying the client's stdin ended.
+pub const FRAME_CLOSE_STDIN: u8 = 2;
 
-/// One message on a terminal's input stream.
+/// One message on a terminal's (or an attached client's) input stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TtyInput {
     Input(Vec<u8>),
     Resize(WindowSize),
+    CloseStdin,
 }
 
-/// Encodes a message as a frame: the kind byte, the payload's length as a big-endian u32, the
-/// payload. (The API server's exec handler writes the same frames; it cannot link this crate.)
-pub fn encode(message: &TtyInput) -> Vec<u8> {
-    let (kind, payload) = match message {
-        TtyInput::Input(data) => (FRAME_INPUT, data.clone()),
-        TtyInput::Resize(size) => {
-            let mut p = size.cols.to_be_bytes().to_vec();
-            p.extend_from_slice(&size.rows.to_be_bytes());
-            (FRAME_RESIZE, p)
+impl TtyInput {
+    /// The message a frame carries; `None` for unknown kinds and malformed sizes.
+    pub fn from_frame(kind: u8, payload: Vec<u8>) -> Option<TtyInput> {
+        match (kind, payload.as_slice()) {
+            (FRAME_INPUT, _) => Some(TtyInput::Input(payload)),
+            (FRAME_RESIZE, [c0, c1, r0, r1]) => Some(TtyInput::Resize(WindowSize {
+                cols: u16::from_be_bytes([*c0, *c1]),
+                rows: u16::from_be_bytes([*r0, *r1]),
+            })),
+            (FRAME_CLOSE_STDIN, _) => Some(TtyInput::CloseStdin),
+            _ => None,
         }
-    };
+    }
+}
+
+/// A frame: the kind byte, the payload's length as a big-endian u32, the payload. (The API
+/// server's exec handler writes the same frames; it cannot link this crate.)
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 5);
     out.push(kind);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     out
 }
 
-/// Splits a byte stream into frames, however it was chunked; frames of unknown kinds are
-/// skipped.
+/// Encodes a message as a [`frame`].
+pub fn encode(message: &TtyInput) -> Vec<u8> {
+    match message {
+        TtyInput::Input(data) => frame(FRAME_INPUT, data),
+        TtyInput::Resize(size) => {
+            let mut p = size.cols.to_be_bytes().to_vec();
+            p.extend_from_slice(&size.rows.to_be_bytes());
+            frame(FRAME_RESIZE, &p)
+        }
+        TtyInput::CloseStdin => frame(FRAME_CLOSE_STDIN, &[]),
+    }
+}
+
+/// Splits a byte stream into frames `(kind, payload)`, however it was chunked.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
 }
 
 impl FrameDecoder {
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<TtyInput> {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut at = 0;
@@ -67,19 +89,19 @@ impl FrameDecoder {
             if self.buf.len() - at - 5 < len {
                 break;
             }
-            let payload = &self.buf[at + 5..at + 5 + len];
-            match (kind, payload) {
-                (FRAME_INPUT, data) => out.push(TtyInput::Input(data.to_vec())),
-                (FRAME_RESIZE, [c0, c1, r0, r1]) => out.push(TtyInput::Resize(WindowSize {
-                    cols: u16::from_be_bytes([*c0, *c1]),
-                    rows: u16::from_be_bytes([*r0, *r1]),
-                })),
-                _ => {}
-            }
+            out.push((kind, self.buf[at + 5..at + 5 + len].to_vec()));
             at += 5 + len;
         }
         self.buf.drain(..at);
         out
+    }
+
+    /// [`FrameDecoder::push`], as input messages (unknown ones skipped).
+    pub fn push_input(&mut self, bytes: &[u8]) -> Vec<TtyInput> {
+        self.push(bytes)
+            .into_iter()
+            .filter_map(|(kind, payload)| TtyInput::from_frame(kind, payload))
+            .collect()
     }
 }
 
@@ -162,7 +184,7 @@ mod tests {
         let bytes: Vec<u8> = messages.iter().flat_map(encode).collect();
         for chunk in [1, 2, 3, 7, bytes.len()] {
             let mut d = FrameDecoder::default();
-            let got: Vec<TtyInput> = bytes.chunks(chunk).flat_map(|c| d.push(c)).collect();
+            let got: Vec<TtyInput> = bytes.chunks(chunk).flat_map(|c| d.push_input(c)).collect();
             assert_eq!(got, messages, "chunks of {chunk}");
         }
     }
@@ -173,6 +195,6 @@ mod tests {
         bytes.extend([FRAME_RESIZE, 0, 0, 0, 1, 7]);
         bytes.extend(encode(&TtyInput::Input(b"a".to_vec())));
         let mut d = FrameDecoder::default();
-        assert_eq!(d.push(&bytes), vec![TtyInput::Input(b"a".to_vec())]);
+        assert_eq!(d.push_input(&bytes), vec![TtyInput::Input(b"a".to_vec())]);
     }
 }

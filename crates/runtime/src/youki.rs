@@ -31,11 +31,14 @@ pub struct Stdio {
 }
 
 /// Creates and starts the container described by `bundle/config.json`; returns its init PID.
+/// With `console_socket` (the spec asks for a terminal) the container's stdio is a pty made in
+/// the container, whose master is sent to that listening socket, and `stdio` is unused.
 pub fn create_and_start(
     id: &str,
     state_root: &Path,
     bundle: &Path,
     stdio: Stdio,
+    console_socket: Option<&Path>,
 ) -> Result<i32, YoukiError> {
     let err = |op| {
         move |source| YoukiError {
@@ -50,6 +53,7 @@ pub fn create_and_start(
         .with_stdin(stdio.stdin)
         .with_stdout(stdio.stdout)
         .with_stderr(stdio.stderr)
+        .with_console_socket(console_socket)
         .validate_id()
         .map_err(err("validate"))?
         .as_init(bundle)

@@ -5,6 +5,7 @@
 #   {"send": TEXT}                type TEXT
 #   {"resize": [ROWS, COLS]}      change the terminal's size (the program gets SIGWINCH)
 #   {"send_until": [TEXT, REGEX]} type TEXT, again every 2 s, until the output matches
+#   {"signal": N}                 send signal N to the program (it is then waited for)
 # Prints one JSON object: {"output": all output, "code": exit code or null, "failed": why or null}.
 import json, os, pty, re, select, signal, struct, sys, fcntl, termios, time
 
@@ -60,6 +61,8 @@ for step in steps:
             failed = "no match for %r" % step["expect"]
     elif "send" in step:
         os.write(fd, step["send"].encode())
+    elif "signal" in step:
+        os.kill(pid, step["signal"])
     elif "resize" in step:
         set_size(fd, step["resize"][0], step["resize"][1])
     elif "send_until" in step:

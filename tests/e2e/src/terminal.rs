@@ -20,6 +20,8 @@ pub enum Step<'a> {
     Resize(u16, u16),
     /// Type this, again every 2 s, until the output matches the expression.
     SendUntil(&'a str, &'a str),
+    /// Send the program this signal.
+    Signal(i32),
 }
 
 /// What came of a session.
@@ -49,6 +51,7 @@ pub fn drive(
             Step::Send(text) => json!({"send": text}),
             Step::Resize(r, c) => json!({"resize": [r, c]}),
             Step::SendUntil(text, re) => json!({"send_until": [text, re]}),
+            Step::Signal(n) => json!({ "signal": n }),
         })
         .collect();
     let mut cmd = Command::new("python3");

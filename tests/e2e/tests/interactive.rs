@@ -164,3 +164,186 @@ fn exec_terminal_session() {
     assert!(!ps.lines().any(|l| l.trim() == "sleep 1000"), "{ps}");
     c.finish();
 }
+
+/// A pod named `name` whose container reads stdin (`stdinOnce`: it ends with the first attached
+/// client's stdin) and answers every line.
+fn talker(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talk
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: [sh, -c, "while read x; do echo got $x; done; echo stdin closed"]
+"#
+    )
+}
+
+/// `attach -i` with piped input reaches the container's stdin (kept by its monitor), the
+/// answers come back, and the attach ends when the container does.
+#[test]
+fn attach_with_piped_stdin_every_version() {
+    let manifest: Vec<String> = (27..=33).map(|m| talker(&format!("talk-{m}"))).collect();
+    let c = Cluster::start(&manifest.join("---\n"));
+    for minor in 27..=33 {
+        let v = format!("kubectl 1.{minor}");
+        let pod = format!("talk-{minor}");
+        let out = c.kubectl(
+            minor,
+            &["attach", "-i", &pod],
+            Some(b"hello\nworld\n".to_vec()),
+        );
+        assert!(out.status.success(), "{v}: {out}\n{}", c.d.log());
+        assert!(
+            out.stdout.contains("got hello\ngot world\nstdin closed\n"),
+            "{v}: {out}"
+        );
+        let phase = poll_until(Instant::now() + POD_TIMEOUT, || {
+            let phase = c.ok(
+                LATEST,
+                &["get", "pod", &pod, "-o", "jsonpath={.status.phase}"],
+            );
+            (phase == "Succeeded").then_some(phase)
+        });
+        assert!(phase.is_some(), "{v}: {pod} did not succeed\n{}", c.d.log());
+    }
+    c.finish();
+}
+
+/// `attach` without `-i` to a container without stdin streams its output as it comes, stdout
+/// and stderr apart; the monitor's attach socket survives a daemon restart.
+#[test]
+fn attach_streams_output_across_a_daemon_restart() {
+    let ticker = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ticker
+spec:
+  containers:
+  - name: tick
+    image: busybox
+    command: [sh, -c, "trap 'exit 0' TERM; i=0; while :; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.2; done"]
+"#;
+    let mut c = Cluster::start(&format!("{ticker}---\n{}", talker("talk")));
+    for round in ["before", "after"] {
+        if round == "after" {
+            let status = c.d.stop().expect("stop the daemon");
+            assert!(status.success(), "daemon exit {status}\n{}", c.d.log());
+            c.d.serve(&[]);
+        }
+        for minor in [27, LATEST] {
+            let (cmd, what) = c.d.kubectl_command(minor, &["attach", "ticker"]);
+            let (mut attach, lines) = peapod_e2e::Running::spawn(cmd, what);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let ticks = poll_until(deadline, || {
+                let got: Vec<String> = lines
+                    .try_iter()
+                    .filter(|l| l.starts_with("tick "))
+                    .collect();
+                (!got.is_empty()).then_some(got)
+            });
+            let err = attach.stop();
+            assert!(
+                ticks.is_some(),
+                "{round}, 1.{minor}: no ticks\n{err}\n{}",
+                c.d.log()
+            );
+            assert!(err.contains("tock "), "{round}, 1.{minor}: stderr {err}");
+        }
+    }
+    // The stdin the monitor kept open still reaches the container after the restart.
+    let out = c.kubectl(LATEST, &["attach", "-i", "talk"], Some(b"again\n".to_vec()));
+    assert!(out.status.success(), "{out}\n{}", c.d.log());
+    assert!(out.stdout.contains("got again\nstdin closed\n"), "{out}");
+    c.finish();
+}
+
+/// `attach -it` to a `stdin: true, tty: true` container: its terminal takes the client's size
+/// and keystrokes, the session shows in `kubectl logs`, `exit` ends container and attach.
+#[test]
+fn attach_to_a_terminal() {
+    let term = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: term
+spec:
+  restartPolicy: Never
+  containers:
+  - name: term
+    image: busybox
+    stdin: true
+    tty: true
+    command: [sh]
+"#;
+    let c = Cluster::start(term);
+    for minor in [27, LATEST] {
+        let v = format!("kubectl 1.{minor}");
+        let steps = [
+            Step::SendUntil("\r", "# "),
+            Step::SendUntil("stty size\r", "35 95"),
+            Step::Send("echo hi-$((2+3))\r"),
+            Step::Expect("hi-5"),
+        ];
+        let mut steps: Vec<Step> = steps.into_iter().collect();
+        if minor == LATEST {
+            steps.push(Step::Send("exit 0\r"));
+        } else {
+            // Leaving without ending the container (kubectl has no detach key).
+            steps.push(Step::Signal(nix::sys::signal::Signal::SIGTERM as i32));
+        }
+        let s = c.on_terminal(minor, &["attach", "-it", "term"], (35, 95), &steps);
+        assert_eq!(s.failed, None, "{v}: {s:?}\n{}", c.d.log());
+    }
+    let phase = poll_until(Instant::now() + POD_TIMEOUT, || {
+        let phase = c.ok(
+            LATEST,
+            &["get", "pod", "term", "-o", "jsonpath={.status.phase}"],
+        );
+        (phase == "Succeeded").then_some(phase)
+    });
+    assert!(phase.is_some(), "term did not succeed\n{}", c.d.log());
+    let logs = c.ok(LATEST, &["logs", "term"]);
+    assert!(logs.contains("hi-5"), "{logs}");
+    c.finish();
+}
+
+/// `kubectl run -it --rm`: a pod with stdin and a terminal, attached as soon as it runs, deleted
+/// after the session.
+#[test]
+fn run_interactive_and_remove() {
+    let c = Cluster::start(SHELL);
+    let s = c.on_terminal(
+        LATEST,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "once",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "sh",
+        ],
+        (24, 80),
+        &[
+            Step::SendUntil("\r", "# "),
+            Step::SendUntil("echo run-$((3+4))\r", "run-7"),
+            Step::Send("exit 0\r"),
+            Step::Expect("deleted"),
+        ],
+    );
+    assert_eq!(s.failed, None, "{s:?}\n{}", c.d.log());
+    assert_eq!(s.code, Some(0), "{s:?}");
+    let gone = poll_until(Instant::now() + POD_TIMEOUT, || {
+        let out = c.kubectl(LATEST, &["get", "pod", "once"], None);
+        (!out.status.success()).then_some(())
+    });
+    assert!(gone.is_some(), "pod once still there");
+    c.finish();
+}

@@ -4,6 +4,9 @@
 //! `Status` on stream 3 (shared/kubectl-wire.md §6). The process is started by the node's
 //! `__exec` helper inside the container; SPDY (kubectl before 1.30) is in `exec_spdy.rs`.
 //!
+//! `pods/attach` is served the same way: its command is the node's `__attach` helper, which
+//! relays to the container's monitor; it ends (`Success`) when the container does.
+//!
 //! With `tty=true` (`kubectl exec -t`) the process gets a terminal made inside the container;
 //! there is no stderr stream (the terminal merges it), keystrokes arrive raw on stream 0 and
 //! window sizes as `{"Width":W,"Height":H}` on stream 4. Both go to the helper's stdin as
@@ -50,10 +53,19 @@ pub fn parse_query(query: &str) -> ExecOptions {
     o
 }
 
+/// `pods/exec` (a new process) or `pods/attach` (the container's own stdio, served by its
+/// monitor): the same streams either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Exec,
+    Attach,
+}
+
 pub async fn exec(
     state: &ApiState,
     target: &Target,
     name: &str,
+    verb: Verb,
     req: Request,
 ) -> Result<Response, ApiError> {
     let opts = parse_query(req.uri().query().unwrap_or(""));
@@ -68,8 +80,12 @@ pub async fn exec(
     })?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
     if phase == "Succeeded" || phase == "Failed" {
+        let what = match verb {
+            Verb::Exec => "exec into",
+            Verb::Attach => "attach to",
+        };
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {what} a container in a completed pod; current phase is {phase}"
         )));
     }
     let names: Vec<String> = pod["spec"]["containers"]
@@ -88,13 +104,16 @@ pub async fn exec(
             )))
         }
     };
-    if opts.command.is_empty() {
-        return Err(ApiError::bad_request(
-            "you must specify at least one command for the container",
-        ));
-    }
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
-    let cmd = state.node.exec_command(uid, name, &container, &opts)?;
+    let cmd = match verb {
+        Verb::Exec if opts.command.is_empty() => {
+            return Err(ApiError::bad_request(
+                "you must specify at least one command for the container",
+            ))
+        }
+        Verb::Exec => state.node.exec_command(uid, name, &container, &opts)?,
+        Verb::Attach => state.node.attach_command(uid, name, &container, &opts)?,
+    };
     let (mut parts, body) = req.into_parts();
     let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
         return super::exec_spdy::exec(Request::from_parts(parts, body), cmd, opts);

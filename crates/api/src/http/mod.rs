@@ -39,6 +39,17 @@ pub trait NodeBackend: Send + Sync + 'static {
         exec: &exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError>;
 
+    /// The command that attaches to the running container's own stdio (`kubectl attach`), set
+    /// up like [`NodeBackend::exec_command`]'s: stdin (framed with `attach.tty`), stdout and
+    /// stderr; it ends when the container does.
+    fn attach_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        attach: &exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError>;
+
     /// A TCP connection to `localhost:port` inside the pod's network namespace (port-forward).
     fn dial(
         &self,

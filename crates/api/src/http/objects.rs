@@ -104,19 +104,20 @@ pub async fn dispatch(
         }
         (&Method::DELETE, Some(name), None) => delete(state, &target, name, &params, req).await,
         (&Method::DELETE, None, None) => delete_collection(state, &target, &params),
-        (&Method::GET | &Method::POST, Some(name), Some("exec"))
+        (&Method::GET | &Method::POST, Some(name), Some(sub @ ("exec" | "attach")))
             if target.resource.kind == "Pod" =>
         {
-            super::exec::exec(state, &target, name, req).await
+            let verb = match sub {
+                "exec" => super::exec::Verb::Exec,
+                _ => super::exec::Verb::Attach,
+            };
+            super::exec::exec(state, &target, name, verb, req).await
         }
         (&Method::GET | &Method::POST, Some(name), Some("portforward"))
             if target.resource.kind == "Pod" =>
         {
             super::portforward::portforward(state, &target, name, req).await
         }
-        (_, Some(_), Some(sub @ "attach")) => Err(ApiError::bad_request(format!(
-            "pods/{sub} is not supported by this peapod yet"
-        ))),
         _ => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
         }),
