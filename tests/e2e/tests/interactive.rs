@@ -1,5 +1,6 @@
 //! The interactive half of kubectl against `peapod serve` (issue 6): `exec -it` on a terminal
-//! (WebSocket for kubectl 1.30+, SPDY before), `attach`, `cp` both ways. kubectl runs on a
+//! (WebSocket for kubectl 1.30+, SPDY before), `attach` (`-i`, `-it`, across a daemon restart),
+//! `run -it --rm`, `cp` both ways. kubectl runs on a
 //! pseudo-terminal made by a small Python driver (`peapod_e2e::terminal`), which sets the
 //! terminal's size, types and waits for output under deadlines.
 //!
@@ -345,5 +346,73 @@ fn run_interactive_and_remove() {
         (!out.status.success()).then_some(())
     });
     assert!(gone.is_some(), "pod once still there");
+    c.finish();
+}
+
+/// Deterministic bytes that do not compress (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `kubectl cp` (tar over exec) both ways: a directory tree with a binary file, and a single
+/// file, byte for byte.
+#[test]
+fn cp_both_ways_every_version() {
+    let c = Cluster::start(SHELL);
+    let work = c.d.dir.path().join("cp");
+    for minor in 27..=33 {
+        let v = format!("kubectl 1.{minor}");
+        let local = work.join(format!("up-{minor}"));
+        std::fs::create_dir_all(local.join("sub")).expect("mkdir");
+        let big = noise(1 << 20, minor as u64);
+        std::fs::write(local.join("sub/big.bin"), &big).expect("write");
+        std::fs::write(local.join("small.txt"), format!("hello {minor}\n")).expect("write");
+        let remote = format!("shell:/tmp/up-{minor}");
+        c.ok(minor, &["cp", local.to_str().expect("utf-8"), &remote]);
+        let listed = c.ok(
+            minor,
+            &[
+                "exec",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                &format!("cd /tmp/up-{minor} && cat small.txt && wc -c < sub/big.bin"),
+            ],
+        );
+        assert_eq!(listed, format!("hello {minor}\n1048576\n"), "{v}");
+
+        let back = work.join(format!("down-{minor}"));
+        c.ok(minor, &["cp", &remote, back.to_str().expect("utf-8")]);
+        assert_eq!(
+            std::fs::read(back.join("sub/big.bin")).expect("read"),
+            big,
+            "{v}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(back.join("small.txt")).expect("read"),
+            format!("hello {minor}\n"),
+            "{v}"
+        );
+
+        let single = work.join(format!("single-{minor}.bin"));
+        c.ok(
+            minor,
+            &[
+                "cp",
+                &format!("{remote}/sub/big.bin"),
+                single.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(std::fs::read(&single).expect("read"), big, "{v}");
+    }
     c.finish();
 }
