@@ -71,6 +71,32 @@ fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, String> {
         .map_err(|e| format!("dup stdio: {e}"))
 }
 
+/// Writes the container's own process spec (user, groups, working directory, environment,
+/// capabilities, no-new-privileges, as its processes have them) with `args` to `path`, with a
+/// terminal for [`ExecStdio::Terminal`] (and `TERM`, as a terminal's programs expect it).
+pub(crate) fn write_process(
+    dir: &ContainerDir,
+    args: Vec<String>,
+    stdio: ExecStdio,
+    path: &Path,
+) -> Result<(), String> {
+    let bundle = dir.bundle().join("config.json");
+    let spec: oci_spec::runtime::Spec = crate::atomic::read_json(&bundle)
+        .map_err(|e| crate::monitor::error_chain(&e))?
+        .ok_or_else(|| format!("{} is missing", bundle.display()))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    let terminal = stdio == ExecStdio::Terminal;
+    let mut env = process.env().clone().unwrap_or_default();
+    if terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process
+        .set_args(Some(args))
+        .set_terminal(Some(terminal))
+        .set_env(Some(env));
+    crate::atomic::write_json(path, &process).map_err(|e| crate::monitor::error_chain(&e))
+}
+
 fn container_dir(dir: &Path) -> Result<ContainerDir, String> {
     let id = dir
         .file_name()
@@ -94,8 +120,11 @@ fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
         stdout: dup(std::io::stdout().as_fd())?,
         stderr: dup(std::io::stderr().as_fd())?,
     };
-    let created = youki::exec(dir.id.as_str(), &dir.state_root(), args, stdio);
+    let process_json = dir.path.join(format!("exec-{}.json", std::process::id()));
+    write_process(&dir, args, ExecStdio::Inherited, &process_json)?;
+    let created = youki::exec(dir.id.as_str(), &dir.state_root(), &process_json, stdio);
     let _ = sysproc::ignore_sigpipe();
+    let _ = std::fs::remove_file(&process_json);
     let pid = created.map_err(|e| crate::monitor::error_chain(&e))?;
     let signals = sysproc::signal_fd(&[
         Signal::SIGCHLD,

@@ -11,8 +11,9 @@
 //! process starts, so its first `stty size` is right.
 
 use crate::container::ContainerDir;
+use crate::exec::ExecStdio;
 use crate::tty::{self, ConsoleSocket, FrameDecoder, TtyInput, WindowSize};
-use crate::{atomic, youki};
+use crate::youki;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -44,7 +45,7 @@ pub fn run(dir: &ContainerDir, args: Vec<String>) -> Result<i32, String> {
 
     let me = std::process::id();
     let process_json = dir.path.join(format!("exec-{me}.json"));
-    write_process(dir, args, &process_json)?;
+    crate::exec::write_process(dir, args, ExecStdio::Terminal, &process_json)?;
     let socket = ConsoleSocket::bind(&dir.path, &format!("tty-{me}.sock"))
         .map_err(|e| crate::monitor::error_chain(&e))?;
     let created = youki::exec_with_terminal(
@@ -68,29 +69,6 @@ pub fn run(dir: &ContainerDir, args: Vec<String>) -> Result<i32, String> {
         }
     };
     pump(pid, master, input)
-}
-
-/// The container's own process spec with `args` and a terminal (and `TERM`, as a terminal's
-/// programs expect it).
-fn write_process(
-    dir: &ContainerDir,
-    args: Vec<String>,
-    path: &std::path::Path,
-) -> Result<(), String> {
-    let bundle = dir.bundle().join("config.json");
-    let spec: oci_spec::runtime::Spec = atomic::read_json(&bundle)
-        .map_err(|e| crate::monitor::error_chain(&e))?
-        .ok_or_else(|| format!("{} is missing", bundle.display()))?;
-    let mut process = spec.process().clone().unwrap_or_default();
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
-    }
-    process
-        .set_args(Some(args))
-        .set_terminal(Some(true))
-        .set_env(Some(env));
-    atomic::write_json(path, &process).map_err(|e| crate::monitor::error_chain(&e))
 }
 
 fn dup_file(fd: std::os::fd::BorrowedFd<'_>) -> Result<File, String> {

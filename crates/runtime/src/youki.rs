@@ -82,13 +82,13 @@ pub fn delete(id: &str, state_root: &Path) -> Result<(), YoukiError> {
     container.delete(true).map_err(err("delete"))
 }
 
-/// Starts `args` as a new process inside the running container `id` (its namespaces, cgroup,
-/// user, capabilities and environment, from the container's spec); returns its PID. The caller
-/// must be child subreaper to reap it.
+/// Starts the process described by `process_json` (an OCI `process`: the container's own, with
+/// other arguments) inside the running container `id` (its namespaces and cgroup); returns its
+/// PID. The caller must be child subreaper to reap it.
 pub fn exec(
     id: &str,
     state_root: &Path,
-    args: Vec<String>,
+    process_json: &Path,
     stdio: Stdio,
 ) -> Result<i32, YoukiError> {
     let err = |op| {
@@ -105,7 +105,7 @@ pub fn exec(
         .with_stdout(stdio.stdout)
         .with_stderr(stdio.stderr)
         .as_tenant()
-        .with_container_args(args)
+        .with_process(Some(process_json))
         .with_detach(true)
         .build();
     remove_stale_tenant_sockets(&state_root.join(id));

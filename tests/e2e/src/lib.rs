@@ -7,6 +7,7 @@
 //! - [`host`]: what of a data root is still on the host (processes, mounts, pod cgroups) and
 //!   the sweep that removes it.
 //! - [`daemon`]: `peapod serve` on a temporary root, kubectl bound to it, and its teardown.
+//! - [`python`]: the Python `kubernetes` client in a venv.
 //! - [`terminal`]: a program driven on a pseudo-terminal (`kubectl exec -it`, `attach -it`).
 //!
 //! Waits poll with deadlines ([`poll_until`]), never a bare `sleep`.
@@ -15,6 +16,7 @@ pub mod binaries;
 pub mod command;
 pub mod daemon;
 pub mod host;
+pub mod python;
 pub mod terminal;
 
 pub use binaries::{busybox_archive, kubectl_bin, peapod_bin, workspace, KUBECTL_DIR, LATEST};

@@ -416,3 +416,39 @@ fn cp_both_ways_every_version() {
     }
     c.finish();
 }
+
+/// An exec'd process is one of the container's: its user and group, working directory,
+/// environment and capabilities, with or without a terminal.
+#[test]
+fn exec_runs_as_the_containers_own_processes() {
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: user
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 3000}
+  containers:
+  - name: user
+    image: busybox
+    workingDir: /tmp
+    env: [{name: FOO, value: bar}]
+    securityContext: {capabilities: {drop: [ALL]}}
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
+"#;
+    let c = Cluster::start(pod);
+    let script = "id -u; id -g; pwd; echo $FOO; grep CapEff /proc/self/status";
+    let want = "1000\n3000\n/tmp\nbar\nCapEff:\t0000000000000000\n";
+    for minor in [27, LATEST] {
+        let out = c.ok(minor, &["exec", "user", "--", "sh", "-c", script]);
+        assert_eq!(out, want, "1.{minor}");
+        let s = c.on_terminal(
+            minor,
+            &["exec", "-it", "user", "--", "sh", "-c", script],
+            (24, 80),
+            &[],
+        );
+        assert_eq!(s.code, Some(0), "{s:?}");
+        assert_eq!(s.output.replace("\r\n", "\n"), want, "1.{minor}: {s:?}");
+    }
+    c.finish();
+}

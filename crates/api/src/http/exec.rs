@@ -227,6 +227,22 @@ pub fn exit_status(code: Option<i32>) -> serde_json::Value {
     }
 }
 
+/// A client message, as the pump cares about it.
+enum Incoming {
+    Data(bytes::Bytes),
+    Close,
+    Other,
+}
+
+fn into_bytes(message: Message) -> Incoming {
+    match message {
+        Message::Binary(data) => Incoming::Data(data),
+        Message::Text(text) => Incoming::Data(bytes::Bytes::copy_from_slice(text.as_bytes())),
+        Message::Close(_) => Incoming::Close,
+        _ => Incoming::Other,
+    }
+}
+
 async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptions) {
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let mut cmd = tokio::process::Command::from(cmd);
@@ -273,8 +289,9 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
                 Some(m) => if socket.send(m).await.is_err() { break },
                 None => outputs_open = false,
             },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Binary(data))) => {
+            incoming = socket.recv() => match incoming.map(|m| m.map(into_bytes)) {
+                // The Python client sends text messages for str data: the same framing.
+                Some(Ok(Incoming::Data(data))) => {
                     let bytes = match (data.first(), opts.tty) {
                         (Some(0), false) => data[1..].to_vec(),
                         (Some(0), true) => tty_frame(TTY_INPUT, &data[1..]),
@@ -295,8 +312,8 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
+                Some(Ok(Incoming::Close)) | None | Some(Err(_)) => return,
+                Some(Ok(Incoming::Other)) => {}
             },
             status = child.wait(), if !outputs_open => {
                 guard.disarm();
