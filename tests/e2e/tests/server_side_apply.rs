@@ -200,3 +200,34 @@ fn pod_fields_conflict_by_merge_key() {
     );
     d.finish();
 }
+
+/// From client-side to server-side apply: the fields `kubectl apply` wrote belong to
+/// `kubectl-client-side-apply`, so changing one server-side conflicts with it; forced, kubectl
+/// moves the rest of them over, and the field the new manifest dropped goes.
+#[test]
+fn client_side_then_server_side_apply() {
+    let mut d = start();
+    for minor in [27, LATEST] {
+        let v = format!("kubectl 1.{minor}");
+        let name = format!("csa-{minor}");
+        let out = kubectl(
+            &d,
+            minor,
+            &["apply", "-f", "-"],
+            &config_map(&name, "{a: '1', b: x}"),
+        );
+        assert!(out.status.success(), "{v}: {out}");
+        let changed = config_map(&name, "{a: '2'}");
+        let out = apply(&d, minor, "kubectl", false, &changed);
+        assert!(
+            out.stderr.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.a"#),
+            "{v}: {out}"
+        );
+        let out = apply(&d, minor, "kubectl", true, &changed);
+        assert!(out.status.success(), "{v}: {out}");
+        let cm = get_json(&d, &format!("configmap/{name}"));
+        assert_eq!(cm["data"], serde_json::json!({"a": "2"}), "{v}: {cm}");
+        assert_eq!(owners(&cm, &["f:data", "f:a"]), ["kubectl"], "{v}: {cm}");
+    }
+    d.finish();
+}
