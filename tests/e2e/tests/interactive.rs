@@ -452,3 +452,68 @@ spec:
     }
     c.finish();
 }
+
+/// A container that has not started yet (its init container still runs) is a clear error for
+/// exec (WebSocket and SPDY) and for attach, not a hang or a dropped connection.
+#[test]
+fn exec_and_attach_into_a_container_not_running() {
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: waiting
+spec:
+  initContainers:
+  - name: first
+    image: busybox
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
+"#;
+    let dir = root_tempdir("peapod-tty-");
+    let mut c = Cluster {
+        d: Daemon::new(dir, Leftovers::MentioningDir),
+    };
+    c.d.serve(&[]);
+    let path = c.d.dir.path().join("pod.yaml");
+    std::fs::write(&path, pod).expect("manifest");
+    c.ok(LATEST, &["apply", "-f", path.to_str().expect("utf-8 path")]);
+    // The init container runs: exec into it works, into main does not.
+    let up = poll_until(Instant::now() + POD_TIMEOUT, || {
+        let out = c.kubectl(
+            LATEST,
+            &["exec", "waiting", "-c", "first", "--", "true"],
+            None,
+        );
+        out.status.success().then_some(())
+    });
+    assert!(up.is_some(), "init container not running\n{}", c.d.log());
+    for minor in [27, LATEST] {
+        let out = c.kubectl(
+            minor,
+            &["exec", "waiting", "-c", "main", "--", "true"],
+            None,
+        );
+        assert!(
+            !out.status.success()
+                && out
+                    .stderr
+                    .contains("container main is not running in pod waiting"),
+            "1.{minor}: {out}"
+        );
+        let out = c.kubectl(
+            minor,
+            &[
+                "attach",
+                "waiting",
+                "-c",
+                "main",
+                "--pod-running-timeout=5s",
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "1.{minor}: {out}");
+    }
+    c.finish();
+}
