@@ -16,6 +16,7 @@ mod exec_tty;
 pub mod image;
 pub mod log;
 pub mod monitor;
+mod pump;
 pub mod sandbox;
 pub mod spec;
 pub mod tty;

@@ -300,6 +300,23 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_is_asked_for_with_term_set() {
+        assert_eq!(oci_spec(&config(), "rootfs")["process"]["terminal"], false);
+        let mut tty = config();
+        tty.stdio = Stdio {
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        };
+        let value = oci_spec(&tty, "rootfs");
+        assert_eq!(value["process"]["terminal"], true);
+        assert_eq!(value["process"]["env"], json!(["PATH=/bin", "TERM=xterm"]));
+        tty.env.push("TERM=vt100".into());
+        let env = &oci_spec(&tty, "rootfs")["process"]["env"];
+        assert_eq!(env, &json!(["PATH=/bin", "TERM=vt100"]));
+    }
+
+    #[test]
     fn resources_and_privileges() {
         let value = oci_spec(&config(), "rootfs");
         assert_eq!(value["linux"]["resources"]["memory"]["limit"], 1 << 20);
