@@ -517,3 +517,39 @@ spec:
     }
     c.finish();
 }
+
+/// `kubectl run -i --rm` with piped input: the pod's stdin (`stdinOnce`) gets it, ends with it,
+/// the output comes back and the pod is deleted.
+#[test]
+fn run_with_piped_stdin_and_remove() {
+    let c = Cluster::start(SHELL);
+    for minor in [27, LATEST] {
+        let name = format!("piped-{minor}");
+        let out = c.kubectl(
+            minor,
+            &[
+                "run",
+                "-i",
+                "--rm",
+                &name,
+                "--image=busybox",
+                "--restart=Never",
+                "--",
+                "sh",
+                "-c",
+                "cat; echo done",
+            ],
+            Some(b"line one\nline two\n".to_vec()),
+        );
+        assert!(out.status.success(), "1.{minor}: {out}\n{}", c.d.log());
+        assert!(
+            out.stdout.contains("line one\nline two\ndone\n"),
+            "1.{minor}: {out}"
+        );
+        assert!(
+            out.stdout.contains(&format!("pod \"{name}\" deleted")),
+            "1.{minor}: {out}"
+        );
+    }
+    c.finish();
+}
