@@ -278,3 +278,84 @@ fn relay(dir: &Path, input: AttachInput) -> std::result::Result<(), String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tty::WindowSize;
+
+    /// Polls the server once (as the monitor's loop does) and returns the clients' input.
+    fn turn(server: &mut AttachServer) -> Vec<TtyInput> {
+        let mut fds = Vec::new();
+        server.poll_fds(&mut fds);
+        poll(&mut fds, PollTimeout::from(1000u16)).expect("poll");
+        let events: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        server.handle(&events)
+    }
+
+    #[test]
+    fn clients_get_output_and_send_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = AttachServer::bind(dir.path()).expect("bind");
+        let mut client = UnixStream::connect(dir.path().join(ATTACH_SOCKET)).expect("connect");
+        assert!(turn(&mut server).is_empty()); // accepted
+        server.broadcast(OUT_STDOUT, b"hello\n");
+        server.broadcast(OUT_STDERR, b"oops\n");
+        let mut got = Vec::new();
+        let mut decoder = FrameDecoder::default();
+        while got.len() < 2 {
+            let mut buf = [0u8; 256];
+            let n = client.read(&mut buf).expect("read");
+            got.extend(decoder.push(&buf[..n]));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (OUT_STDOUT, b"hello\n".to_vec()),
+                (OUT_STDERR, b"oops\n".to_vec())
+            ]
+        );
+        let size = WindowSize { cols: 80, rows: 24 };
+        for m in [
+            TtyInput::Input(b"ls\n".to_vec()),
+            TtyInput::Resize(size),
+            TtyInput::CloseStdin,
+        ] {
+            client.write_all(&tty::encode(&m)).expect("write");
+        }
+        let mut input = Vec::new();
+        while input.len() < 3 {
+            input.extend(turn(&mut server));
+        }
+        assert_eq!(
+            input,
+            vec![
+                TtyInput::Input(b"ls\n".to_vec()),
+                TtyInput::Resize(size),
+                TtyInput::CloseStdin
+            ]
+        );
+        // A client that leaves is dropped; the server goes on.
+        drop(client);
+        turn(&mut server);
+        assert!(server.clients.is_empty());
+        server.broadcast(OUT_STDOUT, b"nobody\n");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_not_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = AttachServer::bind(dir.path()).expect("bind");
+        let _client = UnixStream::connect(dir.path().join(ATTACH_SOCKET)).expect("connect");
+        turn(&mut server);
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..(MAX_PENDING / chunk.len() + 64) {
+            server.broadcast(OUT_STDOUT, &chunk);
+        }
+        assert!(server.clients.is_empty());
+    }
+}
