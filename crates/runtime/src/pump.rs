@@ -269,3 +269,31 @@ fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
     )
     .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_waits_for_a_slow_reader_within_bounds_then_closes() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let mut stdin = ContainerStdin::new(Some(w));
+        let mut reader = File::from(r);
+        // More than a pipe holds: the rest waits, the monitor does not block.
+        let chunk = vec![7u8; 256 * 1024];
+        stdin.push(&chunk);
+        assert!(!stdin.pending.is_empty());
+        stdin.push(&vec![1u8; MAX_STDIN_PENDING]); // over the bound: dropped
+        assert!(stdin.pending.len() <= MAX_STDIN_PENDING);
+        stdin.close_when_flushed();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while stdin.file.is_some() {
+            let n = reader.read(&mut buf).expect("read");
+            got.extend_from_slice(&buf[..n]);
+            stdin.flush(PollFlags::POLLOUT);
+        }
+        reader.read_to_end(&mut got).expect("read to the end");
+        assert_eq!(got, chunk);
+    }
+}
