@@ -553,3 +553,30 @@ fn run_with_piped_stdin_and_remove() {
     }
     c.finish();
 }
+
+/// A process that writes a lot before it reads its stdin, while the client sends a lot: the
+/// output must keep flowing while the input waits, or both sides wait for ever.
+#[test]
+fn exec_output_flows_while_stdin_waits() {
+    let c = Cluster::start(SHELL);
+    let script = "dd if=/dev/zero bs=1M count=8 2>/dev/null; wc -c";
+    for minor in [27, LATEST] {
+        let (mut cmd, what) =
+            c.d.kubectl_command(minor, &["exec", "-i", "shell", "--", "sh", "-c", script]);
+        let out = run_with_input(
+            std::mem::replace(&mut cmd, Command::new("true")),
+            what,
+            COMMAND_TIMEOUT,
+            Some(vec![b'x'; 8 << 20]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.timed_out, "1.{minor}: stuck\n{}", c.d.log());
+        assert!(out.status.success(), "1.{minor}: {}", out.stderr);
+        assert!(
+            out.stdout.ends_with("\08388608\n"),
+            "1.{minor}: {:?}",
+            &out.stdout[out.stdout.len().saturating_sub(20)..]
+        );
+    }
+    c.finish();
+}

@@ -280,16 +280,43 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
         });
     }
     drop(out_tx);
-    let mut stdin = child.stdin.take();
+    // stdin is written by a task of its own, so a process that does not read its stdin holds
+    // up the client's input (no more is read from the socket meanwhile) but never its output.
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(16);
+    match child.stdin.take() {
+        Some(mut pipe) => {
+            tokio::spawn(async move {
+                while let Some(bytes) = stdin_rx.recv().await {
+                    if pipe.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                drop(pipe);
+                while stdin_rx.recv().await.is_some() {}
+            });
+        }
+        None => drop(stdin_rx),
+    }
+    let mut stdin = Some(stdin_tx);
+    let mut held: Option<Vec<u8>> = None;
     let mut sizes = Vec::new();
     let mut outputs_open = true;
     loop {
+        let room = stdin.clone();
         tokio::select! {
             out = out_rx.recv(), if outputs_open => match out {
                 Some(m) => if socket.send(m).await.is_err() { break },
                 None => outputs_open = false,
             },
-            incoming = socket.recv() => match incoming.map(|m| m.map(into_bytes)) {
+            permit = async move { room?.reserve_owned().await.ok() }, if held.is_some() => {
+                match (permit, held.take()) {
+                    (Some(permit), Some(bytes)) => {
+                        permit.send(bytes);
+                    }
+                    _ => stdin = None,
+                }
+            }
+            incoming = socket.recv(), if held.is_none() => match incoming.map(|m| m.map(into_bytes)) {
                 // The Python client sends text messages for str data: the same framing.
                 Some(Ok(Incoming::Data(data))) => {
                     let bytes = match (data.first(), opts.tty) {
@@ -306,10 +333,10 @@ async fn pump(mut socket: WebSocket, cmd: std::process::Command, opts: ExecOptio
                         }
                         _ => continue,
                     };
-                    if let Some(s) = stdin.as_mut() {
-                        if s.write_all(&bytes).await.is_err() {
-                            stdin = None;
-                        }
+                    match stdin.as_ref().map(|tx| tx.try_send(bytes)) {
+                        Some(Err(mpsc::error::TrySendError::Full(bytes))) => held = Some(bytes),
+                        Some(Err(mpsc::error::TrySendError::Closed(_))) => stdin = None,
+                        _ => {}
                     }
                 }
                 Some(Ok(Incoming::Close)) | None | Some(Err(_)) => return,
