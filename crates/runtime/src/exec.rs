@@ -94,7 +94,9 @@ pub(crate) fn write_process(
         .set_args(Some(args))
         .set_terminal(Some(terminal))
         .set_env(Some(env));
-    crate::atomic::write_json(path, &process).map_err(|e| crate::monitor::error_chain(&e))
+    // A throwaway file read back at once: no fsync (exec probes write one every period).
+    let bytes = serde_json::to_vec(&process).map_err(|e| format!("encode process: {e}"))?;
+    std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 fn container_dir(dir: &Path) -> Result<ContainerDir, String> {
