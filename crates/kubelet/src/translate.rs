@@ -565,6 +565,11 @@ pub fn container_config(
             crate::limits::qos_class(&ctx.pod),
         ),
         security: crate::security::security(container),
+        stdio: peapod_runtime::Stdio {
+            stdin: container.stdin.unwrap_or(false),
+            stdin_once: container.stdin_once.unwrap_or(false),
+            tty: container.tty.unwrap_or(false),
+        },
     })
 }
 

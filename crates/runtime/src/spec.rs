@@ -38,6 +38,20 @@ pub struct ContainerConfig {
     pub resources: Resources,
     #[serde(default)]
     pub security: Security,
+    #[serde(default)]
+    pub stdio: Stdio,
+}
+
+/// The container's stdio beyond its log (`stdin`, `stdinOnce`, `tty` of a Pod's container):
+/// what the monitor keeps open for attach.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stdio {
+    /// The container reads a stdin that attached clients write to (else /dev/null).
+    pub stdin: bool,
+    /// stdin is closed when the first attached client's stdin ends.
+    pub stdin_once: bool,
+    /// The container's stdio is a terminal made in the container.
+    pub tty: bool,
 }
 
 /// Cgroup limits, already in the kernel's units.
@@ -167,17 +181,22 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
             "options": options,
         }));
     }
+    // A terminal's programs expect TERM (containerd sets it for `tty: true` containers too).
+    let mut env = config.env.clone();
+    if config.stdio.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.stdio.tty,
             "user": {
                 "uid": config.user.uid,
                 "gid": config.user.gid,
                 "additionalGids": config.user.additional_gids,
             },
             "args": config.args,
-            "env": config.env,
+            "env": env,
             "cwd": config.cwd,
             "capabilities": {
                 "bounding": caps,
@@ -268,6 +287,7 @@ mod tests {
                 oom_score_adj: None,
             },
             security: Security::default(),
+            stdio: Stdio::default(),
         }
     }
 
@@ -281,6 +301,23 @@ mod tests {
         assert_eq!(ns.len(), 5);
         assert_eq!(value["linux"]["namespaces"][2]["path"], "/n");
         assert_eq!(value["process"]["user"]["uid"], 1000);
+    }
+
+    #[test]
+    fn a_terminal_is_asked_for_with_term_set() {
+        assert_eq!(oci_spec(&config(), "rootfs")["process"]["terminal"], false);
+        let mut tty = config();
+        tty.stdio = Stdio {
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        };
+        let value = oci_spec(&tty, "rootfs");
+        assert_eq!(value["process"]["terminal"], true);
+        assert_eq!(value["process"]["env"], json!(["PATH=/bin", "TERM=xterm"]));
+        tty.env.push("TERM=vt100".into());
+        let env = &oci_spec(&tty, "rootfs")["process"]["env"];
+        assert_eq!(env, &json!(["PATH=/bin", "TERM=vt100"]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod net;
 pub mod netlink;
 pub mod ns;
 pub mod process;
+pub mod tty;
 
 /// A failed syscall, with what it was doing.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@
 //! - [`daemon`]: `peapod serve` on a temporary root, kubectl bound to it, and its teardown.
 //! - [`client`]: a blocking HTTPS client of the daemon's API (many requests, raw watches).
 //! - [`expect`]: kubectl commands that must succeed (now, or within a deadline); a GET.
+//! - [`python`]: the Python `kubernetes` client in a venv.
+//! - [`terminal`]: a program driven on a pseudo-terminal (`kubectl exec -it`, `attach -it`).
 //!
 //! Waits poll with deadlines ([`poll_until`]), never a bare `sleep`.
 
@@ -18,6 +20,8 @@ pub mod command;
 pub mod daemon;
 pub mod expect;
 pub mod host;
+pub mod python;
+pub mod terminal;
 
 pub use binaries::{busybox_archive, kubectl_bin, peapod_bin, workspace, KUBECTL_DIR, LATEST};
 pub use client::{ApiClient, Conn, Response, Watch};
