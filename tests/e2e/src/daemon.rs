@@ -151,11 +151,6 @@ impl Daemon {
         self.child.is_some()
     }
 
-    /// The PID of `peapod serve`, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("daemon.log")
     }

@@ -44,7 +44,7 @@ fn count(dir: String) -> usize {
 }
 
 /// The daemon's child processes (the `__exec` and `__attach` helpers while they run).
-fn children(pid: u32) -> Vec<String> {
+fn children(pid: i32) -> Vec<String> {
     // Each thread lists the children it started.
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
