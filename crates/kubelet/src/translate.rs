@@ -35,6 +35,8 @@ pub enum ConfigError {
     UnknownUser { user: String },
     #[error("{0}")]
     NonRoot(String),
+    #[error("{0}")]
+    Seccomp(String),
     #[error("volume {volume:?} of the mount at {mount_path} is not defined")]
     NoVolume { volume: String, mount_path: String },
 }
@@ -546,6 +548,8 @@ pub fn container_config(
         .as_ref()
         .and_then(|s| s.security_context.as_ref());
     crate::security::check_non_root(container, pod_sc, &user).map_err(ConfigError::NonRoot)?;
+    let mut security = crate::security::security(container);
+    security.seccomp = crate::security::seccomp(container, pod_sc).map_err(ConfigError::Seccomp)?;
     Ok(ContainerConfig {
         name: container.name.clone(),
         image: image.name.clone(),
@@ -564,7 +568,7 @@ pub fn container_config(
             container,
             crate::limits::qos_class(&ctx.pod),
         ),
-        security: crate::security::security(container),
+        security,
         stdio: peapod_runtime::Stdio {
             stdin: container.stdin.unwrap_or(false),
             stdin_once: container.stdin_once.unwrap_or(false),

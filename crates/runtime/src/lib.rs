@@ -24,4 +24,4 @@ mod youki;
 
 pub use container::{ContainerId, Exited, Runtime, Started};
 pub use error::{Result, RuntimeError};
-pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Security, Stdio, User};
+pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Seccomp, Security, Stdio, User};
