@@ -152,12 +152,16 @@ fn claim_volume_in_a_run() {
 }
 
 #[test]
-fn image_not_in_the_store() {
+fn image_not_in_the_store_with_pull_policy_never() {
+    // With any other policy the kubelet would pull it (tests/pull.rs, from a loopback registry).
     assert_refused(
-        &POD.replace("image: busybox", "image: nginx:1.25"),
+        &POD.replace(
+            "image: busybox",
+            "image: nginx:1.25\n    imagePullPolicy: Never",
+        ),
         &[
             "spec.containers[0].image: Invalid value: \"nginx:1.25\"",
-            "not found",
+            "imagePullPolicy is Never",
         ],
     );
 }

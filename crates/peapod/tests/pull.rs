@@ -357,6 +357,21 @@ fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
     );
     assert!(names(&root).is_empty(), "no name after a killed pull");
     assert_store_consistent(&root);
+    // Left alone while it may belong to a running pull; `prune` removes it once it is stale.
+    let prune = root.peapod(["image", "prune"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    assert!(partial_size().is_some(), "a fresh partial download is kept");
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for entry in std::fs::read_dir(&downloads).expect("read downloads").flatten() {
+        std::fs::File::options()
+            .write(true)
+            .open(entry.path())
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age the download");
+    }
+    let prune = root.peapod(["image", "prune"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    assert_eq!(root.entries("images/downloads"), Vec::<String>::new());
 
     pull_ok(&root, &["--insecure", &reference]);
     assert_eq!(names(&root), vec![reference]);

@@ -149,6 +149,7 @@ impl ImageStore {
         in_use: &[Vec<PathBuf>],
         thresholds: GcThresholds,
     ) -> Result<Vec<ImageSummary>, ImageError> {
+        self.clean_downloads(super::prune::STALE_DOWNLOAD)?;
         let usage = DiskUsage::of(self.root())?;
         let candidates = {
             let _lock = self.lock(LockKind::Shared)?;

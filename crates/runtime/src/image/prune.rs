@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use peapod_sys::fs::LockKind;
 
@@ -13,6 +14,9 @@ use super::names::{self, NamesIndex};
 use super::oci::{ConfigFile, Manifest};
 use super::scratch::remove_path;
 use super::{io_err, ImageError, ImageStore, ImageSummary};
+
+/// Downloads untouched for this long belong to no running pull.
+pub(super) const STALE_DOWNLOAD: Duration = Duration::from_secs(3600);
 
 /// The names to remove: those whose layer list no container stacks. An image whose layers
 /// could not be read (`None`) is kept.
@@ -31,7 +35,32 @@ impl ImageStore {
     /// Removes every image whose layers no container in `in_use` (each a container's layer
     /// directories, bottom first) stacks; returns what was removed.
     pub fn prune(&self, in_use: &[Vec<PathBuf>]) -> Result<Vec<ImageSummary>, ImageError> {
+        self.clean_downloads(STALE_DOWNLOAD)?;
         self.prune_names(in_use, None)
+    }
+
+    /// Removes what pulls left in `downloads/` longer than `age` ago: partial downloads of
+    /// killed pulls, verified blobs of pulls that failed to commit, lock files. A pull that
+    /// runs meanwhile touches its partial file all the time; at worst it loses its lock file
+    /// and a concurrent pull of the same blob downloads it too (each is verified).
+    pub(super) fn clean_downloads(&self, age: Duration) -> Result<(), ImageError> {
+        let dir = self.downloads_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read directory", &dir)(e)),
+        };
+        let now = SystemTime::now();
+        for entry in entries {
+            let path = entry.map_err(io_err("read directory", &dir))?.path();
+            let old = fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d >= age));
+            if old {
+                remove_path(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        Ok(())
     }
 
     /// `prune`, limited to the names in `only` when given (the collector's choice).
