@@ -362,7 +362,10 @@ fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     assert!(partial_size().is_some(), "a fresh partial download is kept");
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    for entry in std::fs::read_dir(&downloads).expect("read downloads").flatten() {
+    for entry in std::fs::read_dir(&downloads)
+        .expect("read downloads")
+        .flatten()
+    {
         std::fs::File::options()
             .write(true)
             .open(entry.path())
