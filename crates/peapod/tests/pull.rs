@@ -251,6 +251,24 @@ fn missing_tag_and_unreachable_registry_are_precise_errors() {
         stderr.starts_with(&format!("error: {reference}: invalid manifest sha256:")),
         "{stderr}"
     );
+    // A server that accepts and never answers: the pull gives up after the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_ref = format!("{}/busybox:1", silent.local_addr().expect("addr"));
+    let out = Command::new(common::peapod_bin())
+        .args(["image", "pull", "--insecure", &silent_ref])
+        .env("PEAPOD_ROOT", root.path())
+        .env("PEAPOD_REGISTRY_TIMEOUT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peapod");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {silent_ref}: cannot reach registry "))
+            && stderr.contains("timed out"),
+        "{stderr}"
+    );
+    drop(silent);
+
     let bad = pull(&root, &["Not/A/Reference"]);
     assert!(
         text(&bad.stderr).starts_with("error: invalid image reference \"Not/A/Reference\""),
@@ -362,7 +380,10 @@ fn a_pull_killed_halfway_leaves_no_corrupt_blob_and_can_be_retried() {
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     assert!(partial_size().is_some(), "a fresh partial download is kept");
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    for entry in std::fs::read_dir(&downloads).expect("read downloads").flatten() {
+    for entry in std::fs::read_dir(&downloads)
+        .expect("read downloads")
+        .flatten()
+    {
         std::fs::File::options()
             .write(true)
             .open(entry.path())

@@ -34,9 +34,9 @@ use super::{ImageError, ImageStore, ImageSummary};
 
 /// Manifests are parsed in memory; real ones are a few KiB.
 const MAX_MANIFEST: usize = 4 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Between two reads of one response: a registry that stalls longer has failed.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// To connect, and between two reads of one response: a registry that stalls longer has
+/// failed (`PEAPOD_REGISTRY_TIMEOUT` seconds changes it).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -52,17 +52,29 @@ const ACCEPTED: [&str; 4] = [
 
 /// How registries are reached: which ones speak plain HTTP, which CAs to trust beyond the
 /// system's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// `host:port` of registries reached over plain HTTP.
     pub insecure: Vec<String>,
     /// PEM files with extra root certificates.
     pub ca_files: Vec<PathBuf>,
+    /// How long a connection may take, and how long a registry may stay silent mid-answer.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig {
+            insecure: Vec::new(),
+            ca_files: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl RegistryConfig {
-    /// `PEAPOD_INSECURE_REGISTRIES=127.0.0.1:5000,localhost:5000` and
-    /// `PEAPOD_REGISTRY_CA=/path/ca.pem[:/other.pem]`.
+    /// `PEAPOD_INSECURE_REGISTRIES=127.0.0.1:5000,localhost:5000`,
+    /// `PEAPOD_REGISTRY_CA=/path/ca.pem[:/other.pem]` and `PEAPOD_REGISTRY_TIMEOUT=60`.
     pub fn from_env() -> RegistryConfig {
         let list = |var: &str, sep: char| -> Vec<String> {
             std::env::var(var)
@@ -79,6 +91,10 @@ impl RegistryConfig {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            timeout: std::env::var("PEAPOD_REGISTRY_TIMEOUT")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(s.max(1))),
         }
     }
 }
@@ -527,8 +543,8 @@ fn client(config: &RegistryConfig) -> Result<oci_client::Client, PullError> {
         protocol,
         extra_root_certificates: certs,
         platform_resolver: None,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
+        connect_timeout: Some(config.timeout),
+        read_timeout: Some(config.timeout),
         user_agent: concat!("peapod/", env!("CARGO_PKG_VERSION")),
         ..ClientConfig::default()
     }))
@@ -586,12 +602,12 @@ mod tests {
     fn a_client_needs_a_readable_ca() {
         let config = RegistryConfig {
             insecure: vec!["127.0.0.1:5000".into()],
-            ca_files: vec![],
+            ..RegistryConfig::default()
         };
         assert!(client(&config).is_ok());
         let missing_ca = RegistryConfig {
-            insecure: vec![],
             ca_files: vec![PathBuf::from("/nonexistent/ca.pem")],
+            ..RegistryConfig::default()
         };
         let err = client(&missing_ca).err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("read registry CA /nonexistent/ca.pem"));
