@@ -505,7 +505,10 @@ fn a_missing_image_backs_off_and_starts_once_pushed() {
         )),
         "{failed}"
     );
-    pod.wait_for_line(|l| l == "pod/later: Failed: Error: ErrImagePull", deadline);
+    pod.wait_for_line(
+        |l| l.starts_with("pod/later: container c failed to start: ErrImagePull: "),
+        deadline,
+    );
     pod.wait_for_line(
         |l| l == format!("pod/later: BackOff: Back-off pulling image \"{later}\""),
         deadline,
