@@ -809,10 +809,6 @@ impl PodState<'_> {
                 }
                 info!(container = %name, reason, %message, "image pull failed");
                 emit(PodEvent::Event {
-                    reason: "Failed",
-                    message: format!("Error: {reason}"),
-                });
-                emit(PodEvent::Event {
                     reason: "BackOff",
                     message: format!("Back-off pulling image {image:?}"),
                 });

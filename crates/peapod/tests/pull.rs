@@ -251,6 +251,24 @@ fn missing_tag_and_unreachable_registry_are_precise_errors() {
         stderr.starts_with(&format!("error: {reference}: invalid manifest sha256:")),
         "{stderr}"
     );
+    // A server that accepts and never answers: the pull gives up after the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_ref = format!("{}/busybox:1", silent.local_addr().expect("addr"));
+    let out = Command::new(common::peapod_bin())
+        .args(["image", "pull", "--insecure", &silent_ref])
+        .env("PEAPOD_ROOT", root.path())
+        .env("PEAPOD_REGISTRY_TIMEOUT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peapod");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {silent_ref}: cannot reach registry "))
+            && stderr.contains("timed out"),
+        "{stderr}"
+    );
+    drop(silent);
+
     let bad = pull(&root, &["Not/A/Reference"]);
     assert!(
         text(&bad.stderr).starts_with("error: invalid image reference \"Not/A/Reference\""),
@@ -487,7 +505,10 @@ fn a_missing_image_backs_off_and_starts_once_pushed() {
         )),
         "{failed}"
     );
-    pod.wait_for_line(|l| l == "pod/later: Failed: Error: ErrImagePull", deadline);
+    pod.wait_for_line(
+        |l| l.starts_with("pod/later: container c failed to start: ErrImagePull: "),
+        deadline,
+    );
     pod.wait_for_line(
         |l| l == format!("pod/later: BackOff: Back-off pulling image \"{later}\""),
         deadline,

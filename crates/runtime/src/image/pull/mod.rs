@@ -15,28 +15,27 @@
 
 mod auth;
 mod fetch;
+mod remote;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use sha2::{Digest, Sha256};
 
 pub use auth::{default_auth_file, AuthConfig, AuthError, Credentials};
 
 use super::archive::Staged;
 use super::layout::{ArchiveImage, ArchiveLayer};
-use super::oci::{host_platform, select_platform, ConfigFile, Descriptor, IndexOrManifest};
+use super::oci::ConfigFile;
 use super::reference::{is_sha256_hex, Reference};
 use super::{ImageError, ImageStore, ImageSummary};
+use remote::{Remote, Resolved};
 
 /// Manifests are parsed in memory; real ones are a few KiB.
 const MAX_MANIFEST: usize = 4 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Between two reads of one response: a registry that stalls longer has failed.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// To connect, and between two reads of one response: a registry that stalls longer has
+/// failed (`PEAPOD_REGISTRY_TIMEOUT` seconds changes it).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -52,17 +51,29 @@ const ACCEPTED: [&str; 4] = [
 
 /// How registries are reached: which ones speak plain HTTP, which CAs to trust beyond the
 /// system's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// `host:port` of registries reached over plain HTTP.
     pub insecure: Vec<String>,
     /// PEM files with extra root certificates.
     pub ca_files: Vec<PathBuf>,
+    /// How long a connection may take, and how long a registry may stay silent mid-answer.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig {
+            insecure: Vec::new(),
+            ca_files: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl RegistryConfig {
-    /// `PEAPOD_INSECURE_REGISTRIES=127.0.0.1:5000,localhost:5000` and
-    /// `PEAPOD_REGISTRY_CA=/path/ca.pem[:/other.pem]`.
+    /// `PEAPOD_INSECURE_REGISTRIES=127.0.0.1:5000,localhost:5000`,
+    /// `PEAPOD_REGISTRY_CA=/path/ca.pem[:/other.pem]` and `PEAPOD_REGISTRY_TIMEOUT=60`.
     pub fn from_env() -> RegistryConfig {
         let list = |var: &str, sep: char| -> Vec<String> {
             std::env::var(var)
@@ -79,6 +90,10 @@ impl RegistryConfig {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            timeout: std::env::var("PEAPOD_REGISTRY_TIMEOUT")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(s.max(1))),
         }
     }
 }
@@ -252,14 +267,6 @@ pub async fn pull(
     })
 }
 
-/// The image manifest for this platform, as fetched and parsed.
-struct Resolved {
-    bytes: bytes::Bytes,
-    digest: String,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
 /// Fetches the config and the layers (concurrently) and pairs the layers with their diff ids:
 /// an image ready for the store, and the bytes it cost.
 async fn fetch_image(
@@ -314,286 +321,9 @@ async fn fetch_image(
     };
     Ok((image, fetched))
 }
-
-/// One registry repository, with its client and credentials.
-struct Remote {
-    client: oci_client::Client,
-    target: oci_client::Reference,
-    auth: RegistryAuth,
-    /// The normalised reference, for errors.
-    name: String,
-    registry: String,
-}
-
-impl Remote {
-    fn new(
-        parsed: &Reference,
-        config: &RegistryConfig,
-        auth: &AuthConfig,
-    ) -> Result<Remote, PullError> {
-        let (registry, target) = target(parsed);
-        Ok(Remote {
-            client: client(config)?,
-            target,
-            auth: match auth.get(&registry) {
-                Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-                None => RegistryAuth::Anonymous,
-            },
-            name: parsed.to_string(),
-            registry,
-        })
-    }
-
-    /// The target's image manifest: through an index to this platform's entry.
-    async fn resolve(&self) -> Result<Resolved, PullError> {
-        let (mut bytes, mut digest) = self.manifest(self.target.digest()).await?;
-        let mut doc = self.parse_manifest(&bytes, &digest)?;
-        if let Some(manifests) = doc.manifests.take() {
-            let platform = host_platform();
-            let chosen =
-                select_platform(&manifests, platform).ok_or_else(|| PullError::NoPlatform {
-                    reference: self.name.clone(),
-                    digest: digest.clone(),
-                    platform: format!("{}/{}", platform.0, platform.1),
-                })?;
-            let chosen = chosen.digest.clone();
-            (bytes, digest) = self.manifest(Some(&chosen)).await?;
-            doc = self.parse_manifest(&bytes, &digest)?;
-        }
-        match (doc.config, doc.layers, doc.manifests) {
-            (Some(config), Some(layers), None) => Ok(Resolved {
-                bytes,
-                digest,
-                config,
-                layers,
-            }),
-            _ => Err(PullError::Unsupported {
-                reference: self.name.clone(),
-                what: format!("{digest}: neither an image manifest nor an index"),
-            }),
-        }
-    }
-
-    /// The manifest for the target's tag, or for `digest` (then checked against it).
-    async fn manifest(&self, digest: Option<&str>) -> Result<(bytes::Bytes, String), PullError> {
-        let target = match digest {
-            Some(d) => self.target.clone_with_digest(d.to_owned()),
-            None => self.target.clone(),
-        };
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
-            .await
-            .map_err(|e| self.error(e))?;
-        if bytes.len() > MAX_MANIFEST {
-            return Err(PullError::Unsupported {
-                reference: self.name.clone(),
-                what: format!("of {} bytes", bytes.len()),
-            });
-        }
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        match digest {
-            Some(expected) if expected != actual => Err(PullError::DigestMismatch {
-                reference: self.name.clone(),
-                what: "manifest",
-                digest: expected.to_owned(),
-                actual,
-            }),
-            _ => Ok((bytes, actual)),
-        }
-    }
-
-    /// Parses an index or image manifest, refusing schema 1 and foreign media types.
-    fn parse_manifest(&self, bytes: &[u8], digest: &str) -> Result<IndexOrManifest, PullError> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Head {
-            #[serde(default)]
-            schema_version: u32,
-            #[serde(default)]
-            media_type: Option<String>,
-        }
-        let bad = |source| PullError::BadManifest {
-            reference: self.name.clone(),
-            digest: digest.to_owned(),
-            source,
-        };
-        let head: Head = serde_json::from_slice(bytes).map_err(bad)?;
-        if head.schema_version != 2 {
-            return Err(PullError::Unsupported {
-                reference: self.name.clone(),
-                what: format!("{digest}: schema version {}", head.schema_version),
-            });
-        }
-        if let Some(media_type) = head.media_type.filter(|m| !ACCEPTED.contains(&m.as_str())) {
-            return Err(PullError::Unsupported {
-                reference: self.name.clone(),
-                what: format!("{digest}: media type {media_type}"),
-            });
-        }
-        serde_json::from_slice(bytes).map_err(bad)
-    }
-
-    /// Turns a client error into the registry's own words where it answered, or "cannot
-    /// reach" with the transport's cause where it did not.
-    fn error(&self, error: OciDistributionError) -> PullError {
-        let message = match &error {
-            OciDistributionError::RegistryError { envelope, .. } => envelope
-                .errors
-                .iter()
-                .map(|e| {
-                    let detail = match &e.detail {
-                        serde_json::Value::Null => String::new(),
-                        serde_json::Value::Object(m) if m.is_empty() => String::new(),
-                        d => format!(" ({d})"),
-                    };
-                    format!("{}{detail}", e.message)
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            OciDistributionError::UnauthorizedError { .. } => {
-                "401 Unauthorized: the registry wants credentials, or refused the ones given"
-                    .to_owned()
-            }
-            OciDistributionError::AuthenticationFailure(reason) => {
-                format!("authentication failed: {}", reason.trim())
-            }
-            OciDistributionError::ServerError { code, message, .. } => {
-                let message = message.trim();
-                let message: String = message.chars().take(200).collect();
-                format!("registry answered HTTP {code}: {message}")
-            }
-            OciDistributionError::DigestError(e) => format!("digest: {e}"),
-            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-                return PullError::Unreachable {
-                    reference: self.name.clone(),
-                    registry: self.registry.clone(),
-                    source: error,
-                }
-            }
-            other => other.to_string(),
-        };
-        PullError::Registry {
-            reference: self.name.clone(),
-            message,
-        }
-    }
-}
-
-/// The registry host and the client's reference for a normalised reference: a digest wins
-/// over a tag, as a pull by `repo:tag@digest` fetches the digest.
-fn target(parsed: &Reference) -> (String, oci_client::Reference) {
-    let (registry, repository) = parsed
-        .repository
-        .split_once('/')
-        .unwrap_or((parsed.repository.as_str(), ""));
-    let (registry, repository) = (registry.to_owned(), repository.to_owned());
-    let reference = match (&parsed.digest, &parsed.tag) {
-        (Some(digest), _) => {
-            oci_client::Reference::with_digest(registry.clone(), repository, digest.clone())
-        }
-        (None, tag) => oci_client::Reference::with_tag(
-            registry.clone(),
-            repository,
-            tag.clone().unwrap_or_else(|| "latest".to_owned()),
-        ),
-    };
-    (registry, reference)
-}
-
-/// A client for `config`: plain HTTP only to the insecure registries, extra CAs trusted,
-/// index platforms chosen by us (so the choice is the same as for archives).
-fn client(config: &RegistryConfig) -> Result<oci_client::Client, PullError> {
-    // reqwest is built without a default provider: ring it is, as everywhere in peapod. Fails
-    // harmlessly when a provider is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut certs = Vec::new();
-    for path in &config.ca_files {
-        let data = std::fs::read(path).map_err(|source| PullError::Ca {
-            path: path.clone(),
-            source,
-        })?;
-        certs.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
-    }
-    let protocol = if config.insecure.is_empty() {
-        ClientProtocol::Https
-    } else {
-        ClientProtocol::HttpsExcept(config.insecure.clone())
-    };
-    Ok(oci_client::Client::new(ClientConfig {
-        protocol,
-        extra_root_certificates: certs,
-        platform_resolver: None,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
-        user_agent: concat!("peapod/", env!("CARGO_PKG_VERSION")),
-        ..ClientConfig::default()
-    }))
-}
-
 /// A blob ready for the store, and how many bytes fetching it cost.
 #[derive(Debug)]
 struct Ready {
     staged: Staged,
     fetched: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_split_registry_repository_and_tag_or_digest() {
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        let cases = [
-            (
-                "busybox",
-                "docker.io",
-                "library/busybox",
-                Some("latest"),
-                None,
-            ),
-            (
-                "127.0.0.1:5000/a/b:1",
-                "127.0.0.1:5000",
-                "a/b",
-                Some("1"),
-                None,
-            ),
-            (
-                &*format!("localhost:5000/app:v1@{digest}"),
-                "localhost:5000",
-                "app",
-                None,
-                Some(digest.as_str()),
-            ),
-        ];
-        for (input, registry, repository, tag, want_digest) in cases {
-            let parsed = Reference::parse(input).expect("valid");
-            let (host, reference) = target(&parsed);
-            assert_eq!(host, registry, "{input}");
-            assert_eq!(reference.registry(), registry, "{input}");
-            assert_eq!(reference.repository(), repository, "{input}");
-            assert_eq!(reference.tag(), tag, "{input}");
-            assert_eq!(reference.digest(), want_digest, "{input}");
-        }
-    }
-
-    #[test]
-    fn a_client_needs_a_readable_ca() {
-        let config = RegistryConfig {
-            insecure: vec!["127.0.0.1:5000".into()],
-            ca_files: vec![],
-        };
-        assert!(client(&config).is_ok());
-        let missing_ca = RegistryConfig {
-            insecure: vec![],
-            ca_files: vec![PathBuf::from("/nonexistent/ca.pem")],
-        };
-        let err = client(&missing_ca).err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("read registry CA /nonexistent/ca.pem"));
-    }
 }
