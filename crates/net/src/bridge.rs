@@ -18,7 +18,7 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-const LOCK_DIR: &str = "/run/peapod";
+pub(crate) const LOCK_DIR: &str = "/run/peapod";
 
 /// Holds the bridge's lock until dropped.
 pub(crate) struct BridgeLock {

@@ -126,19 +126,18 @@ impl PodNetwork {
         &self.inner.config
     }
 
-    /// Gives pod `uid` an address and makes its veth pair (the pod end still on the host), under
-    /// the bridge's lock: an address whose veth exists is skipped, as another data root sharing
-    /// the bridge has it.
+    /// Gives pod `uid` an address, reserved host-wide under the bridge's lock: an address that
+    /// another data root sharing the bridge holds (its reservation names an allocation file
+    /// that exists, or its veth is there) is skipped. The veth is made by `connect`.
     pub async fn allocate(&self, uid: &str) -> Result<Ipv4Addr, NetError> {
         let (n, uid) = (self.clone(), uid.to_string());
         blocking("allocate pod address", move || {
             let c = &n.inner.config;
             let _lock = bridge::lock(&c.bridge)?;
-            let ip = n
-                .inner
-                .ipam
-                .allocate(&uid, |ip| bridge::device_exists(&veth::host_name(ip)))?;
-            veth::create(ip).inspect_err(|_| {
+            let ip = n.inner.ipam.allocate(&uid, |ip| {
+                bridge::device_exists(&veth::host_name(ip)) || n.reserved_elsewhere(ip)
+            })?;
+            n.reserve(ip).inspect_err(|_| {
                 let _ = n.inner.ipam.release(&uid);
             })?;
             Ok(ip)
@@ -146,8 +145,45 @@ impl PodNetwork {
         .await
     }
 
-    /// Plugs pod `uid`'s veth pair in: the host end on the bridge, the other end into the
-    /// network namespace pinned at `netns` as `eth0`.
+    /// `/run/peapod/<bridge>.ips/<ip>`: holds the path of the allocation file of the data root
+    /// that has the address (tmpfs: gone with a reboot, as are the pods).
+    fn reservation(&self, ip: Ipv4Addr) -> PathBuf {
+        Path::new(bridge::LOCK_DIR)
+            .join(format!("{}.ips", self.inner.config.bridge))
+            .join(ip.to_string())
+    }
+
+    fn allocation_file(&self, ip: Ipv4Addr) -> PathBuf {
+        self.inner.config.ipam_dir.join(ip.to_string())
+    }
+
+    /// Whether another data root holds `ip`: its reservation names an allocation file (not
+    /// ours) that still exists. A reservation whose file is gone is stale.
+    fn reserved_elsewhere(&self, ip: Ipv4Addr) -> bool {
+        std::fs::read_to_string(self.reservation(ip)).is_ok_and(|owner| {
+            Path::new(&owner) != self.allocation_file(ip) && Path::new(&owner).exists()
+        })
+    }
+
+    fn reserve(&self, ip: Ipv4Addr) -> Result<(), NetError> {
+        let path = self.reservation(ip);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        let owner = self.allocation_file(ip);
+        std::fs::write(&path, owner.to_string_lossy().as_bytes()).map_err(io("write", &path))
+    }
+
+    /// Removes our reservation of `ip` (not another root's).
+    fn unreserve(&self, ip: Ipv4Addr) {
+        let path = self.reservation(ip);
+        if std::fs::read_to_string(&path).is_ok_and(|o| Path::new(&o) == self.allocation_file(ip)) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Makes pod `uid`'s veth pair: the host end on the bridge, the other end in the network
+    /// namespace pinned at `netns` as `eth0`.
     pub async fn connect(&self, uid: &str, netns: &Path) -> Result<Ipv4Addr, NetError> {
         let (n, uid, netns) = (self.clone(), uid.to_string(), netns.to_path_buf());
         blocking("connect pod", move || {
@@ -175,6 +211,7 @@ impl PodNetwork {
     fn release_blocking(&self, uid: &str) -> Result<(), NetError> {
         if let Some(ip) = self.inner.ipam.lookup(uid)? {
             veth::delete(ip)?;
+            self.unreserve(ip);
             self.inner.ipam.release(uid)?;
         }
         Ok(())

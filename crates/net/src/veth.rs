@@ -5,14 +5,14 @@
 //! is translated on the bridge and must go back out of the port it came in by (as the CNI
 //! bridge plugin's `hairpinMode`).
 //!
-//! The host end is named after the address, so two data roots sharing a bridge can never hand
-//! out the same address: the second finds the device already there and picks another.
+//! Two data roots sharing a bridge never hand out the same address: each address is reserved
+//! host-wide when allocated (`network.rs`), and the host end is named after it.
 
 use crate::config::NetworkConfig;
 use crate::error::NetError;
 use peapod_sys::netlink::Netlink;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The host end's name for a pod address (10 characters; devices allow 15).
 pub fn host_name(ip: Ipv4Addr) -> String {
@@ -23,54 +23,35 @@ fn sys(e: peapod_sys::SysError) -> NetError {
     NetError::Sys(e)
 }
 
-/// The pod end's name while it is still on the host.
-fn peer_name(ip: Ipv4Addr) -> String {
-    format!("{}p", host_name(ip))
-}
-
-/// Creates the pair on the host, both ends down. Made when the address is allocated (under
-/// the bridge's lock) so that another data root sharing the bridge sees the address taken at
-/// once. Call with the bridge's lock held.
-pub(crate) fn create(ip: Ipv4Addr) -> Result<(), NetError> {
-    let mut nl = Netlink::open().map_err(sys)?;
-    nl.add_veth(&host_name(ip), &peer_name(ip)).map_err(sys)
-}
-
-/// Plugs the host end into the bridge (up, hairpin mode) and moves the pod end into the
+/// Makes the pair: the host end up on the bridge in hairpin mode, the other end created in the
 /// namespace pinned at `netns` as `eth0`, up, with the pod's address and a default route via
-/// the bridge. Over rtnetlink: two sockets (host, pod namespace), no process. Call with the
-/// bridge's lock held.
+/// the bridge; a leftover host end of the same address (a killed run of this root) is removed
+/// first. Over rtnetlink: two sockets (host, pod namespace), no process. Call with the bridge's
+/// lock held.
 pub(crate) fn connect(c: &NetworkConfig, ip: Ipv4Addr, netns: &Path) -> Result<(), NetError> {
-    let (host, peer) = (host_name(ip), peer_name(ip));
+    let host = host_name(ip);
     let mut nl = Netlink::open().map_err(sys)?;
-    let missing = |what: &str| NetError::Io {
+    let missing = |what: &str, path: PathBuf| NetError::Io {
         op: "find device",
-        path: what.into(),
+        path: path.join(what),
         source: std::io::ErrorKind::NotFound.into(),
     };
+    nl.delete_link(&host).map_err(sys)?;
     let bridge = nl
         .link_index(&c.bridge)
         .map_err(sys)?
-        .ok_or_else(|| missing(&c.bridge))?;
-    let host_index = nl
-        .link_index(&host)
-        .map_err(sys)?
-        .ok_or_else(|| missing(&host))?;
-    let peer_index = nl
-        .link_index(&peer)
-        .map_err(sys)?
-        .ok_or_else(|| missing(&peer))?;
-    nl.set_master_up(host_index, bridge).map_err(sys)?;
+        .ok_or_else(|| missing(&c.bridge, PathBuf::new()))?;
+    nl.add_veth_into(&host, bridge, "eth0", netns)
+        .map_err(sys)?;
     let hairpin = Path::new("/sys/class/net")
         .join(&host)
         .join("brport/hairpin_mode");
     std::fs::write(&hairpin, "1").map_err(crate::error::io("write", &hairpin))?;
-    nl.move_to(peer_index, netns, "eth0").map_err(sys)?;
     let mut pod = Netlink::open_in(netns).map_err(sys)?;
     let eth0 = pod
         .link_index("eth0")
         .map_err(sys)?
-        .ok_or_else(|| missing("eth0"))?;
+        .ok_or_else(|| missing("eth0", netns.to_path_buf()))?;
     pod.set_up(eth0).map_err(sys)?;
     pod.add_address(eth0, ip, c.pod_cidr.prefix())
         .map_err(sys)?;

@@ -337,6 +337,11 @@ async fn pods_services_dns_and_cleanup() {
         !nft_tables().contains(&format!("{TABLE}2")),
         "no table is written before there is a rule"
     );
+    // Its own allocation files know nothing of the first root's: the host-wide reservations
+    // keep it off the addresses the first one holds.
+    let theirs = other.allocate("other-pod").await.expect("allocate");
+    assert!(!addrs.contains(&theirs), "{theirs} is already taken");
+    other.release("other-pod").await.expect("release");
     other.stop().expect("stop second daemon");
     assert!(ip(&["link", "show", BRIDGE]).is_ok(), "bridge kept");
     assert!(
