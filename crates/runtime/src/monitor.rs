@@ -88,7 +88,7 @@ fn finish(
     out_r: OwnedFd,
     err_r: OwnedFd,
 ) -> Result<()> {
-    let result = pump(config, started, out_r, err_r);
+    let result = pump(dir, config, started, out_r, err_r);
     cleanup(dir, config);
     let exited = result?;
     atomic::write_json(&dir.exited(), &exited)
@@ -198,6 +198,7 @@ fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, Owned
 
 /// Pumps the container's output into its log until it exited and its pipes are drained.
 fn pump(
+    dir: &ContainerDir,
     config: &ContainerConfig,
     started: Started,
     out_r: OwnedFd,
@@ -218,6 +219,7 @@ fn pump(
         Some((File::from(err_r), Stream::Stderr, LineSplitter::default())),
     ];
     let mut exit: Option<(Exit, String)> = None;
+    let mut log_failed_marked = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         for (reaped, how) in sysproc::reap_exited() {
@@ -285,6 +287,10 @@ fn pump(
                 .map(|entry| format_entry(&now, *stream, entry))
                 .collect();
             log.write_lines(lines.iter().map(Vec::as_slice));
+            if log.dropped > 0 && !log_failed_marked {
+                // Best effort: on the same full disk this fails too.
+                log_failed_marked = File::create(dir.log_failed()).is_ok();
+            }
             if n == 0 {
                 pipes[*i] = None;
             }
