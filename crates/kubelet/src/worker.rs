@@ -535,7 +535,7 @@ impl PodState<'_> {
                 continue;
             };
             let previous = instances.last().and_then(|i| match &i.state {
-                FoundState::Exited(e) => Some(e.clone()),
+                FoundState::Exited(e) => Some((e.clone(), format!("peapod://{}", i.dir.id))),
                 _ => None,
             });
             self.all_ids.extend(instances.into_iter().map(|i| i.dir.id));
@@ -546,7 +546,10 @@ impl PodState<'_> {
             record.backoff_level = newest.restart;
             record.detail.container_id = Some(format!("peapod://{}", newest.dir.id));
             record.detail.image_id = image.as_ref().map(|i| i.id.clone());
-            record.detail.last_terminated = previous;
+            (
+                record.detail.last_terminated,
+                record.detail.last_container_id,
+            ) = previous.unzip();
             let since = newest
                 .started_at
                 .as_deref()
@@ -709,6 +712,7 @@ impl PodState<'_> {
         record.ready = false;
         if let Some(previous) = record.detail.terminated.take() {
             record.detail.last_terminated = Some(previous);
+            record.detail.last_container_id = record.detail.container_id.clone();
         }
         instance::spawn(
             self.node.clone(),
