@@ -7,6 +7,10 @@ Writes into --out (default images/out):
   python.oci.tar      docker.io/library/python:3: the busybox layer plus a layer with this
                       host's python3, its shared libraries and its stdlib, and libgcc_s
                       (so a dynamically linked Rust binary runs in it too)
+  nginx.oci.tar       docker.io/library/nginx:latest: the busybox layer plus a layer with this
+                      host's nginx (Debian's nginx-light), its libraries, mime.types, and a
+                      default nginx.conf serving /usr/share/nginx/html on port 80 with logs on
+                      stdout/stderr, as the official image does
 
 Output is deterministic (mtime 0, uid/gid 0, sorted entries, gzip without timestamp), so
 digests are stable from run to run; an archive whose inputs did not change is not rebuilt.
@@ -217,6 +221,43 @@ def python_tree(python):
     return tree, env
 
 
+NGINX = "/usr/sbin/nginx"
+NGINX_CONF = b"""worker_processes 1;
+pid /run/nginx.pid;
+error_log stderr;
+events { worker_connections 256; }
+http {
+    include /etc/nginx/mime.types;
+    access_log /dev/stdout;
+    server {
+        listen 80;
+        root /usr/share/nginx/html;
+    }
+}
+"""
+
+
+def ensure_nginx():
+    if not os.path.exists(NGINX):
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([os.path.join(here, "..", "scripts", "install-deps")], check=True)
+
+
+def nginx_tree():
+    tree = Tree()
+    tree.file(NGINX, os.path.realpath(NGINX), 0o755)
+    for lib in sorted(set(ldd(NGINX))):
+        tree.file(lib, os.path.realpath(lib))
+    tree.file("etc/nginx/mime.types", "/etc/nginx/mime.types")
+    tree.file("etc/nginx/nginx.conf", NGINX_CONF)
+    # nginx's workers run as nobody:nogroup unless told otherwise.
+    tree.file("etc/group", GROUP + b"nogroup:x:65534:\n")
+    tree.file("usr/share/nginx/html/index.html", b"<h1>peapod nginx</h1>\n")
+    for d in ["var/log/nginx", "var/lib/nginx", "run"]:
+        tree.dir(d)
+    return tree
+
+
 def libgcc_s():
     """The host's libgcc_s.so.1, which python does not need but a dynamically linked Rust
     binary does (the tests run target/debug/peapod-init in this image). Found at glibc's
@@ -414,6 +455,12 @@ def main():
     build(args.out, "python", [base, py_tree], [py_oci],
           lambda layers: write_oci(py_oci, "docker.io/library/python:3", layers,
                                    ["python3"], py_env))
+
+    ensure_nginx()
+    nginx_oci = os.path.join(args.out, "nginx.oci.tar")
+    build(args.out, "nginx", [base, nginx_tree()], [nginx_oci],
+          lambda layers: write_oci(nginx_oci, "docker.io/library/nginx:latest", layers,
+                                   ["nginx", "-g", "daemon off;"], [PATH_ENV]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 pub mod defaults;
 pub mod field;
 pub mod http;
+pub mod managed;
 pub mod manifest;
 pub mod names;
 pub mod patch;

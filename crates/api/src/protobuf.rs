@@ -1,7 +1,7 @@
 //! Decoding the Kubernetes protobuf request bodies that `kubectl create configmap`, `create
-//! secret generic` and `create namespace` send (there is no JSON retry;
+//! secret generic`, `create namespace` and `create service` send (there is no JSON retry;
 //! shared/kubectl-wire.md §2): the `k8s\0` envelope around a `runtime.Unknown`, and the
-//! ConfigMap, Secret and Namespace messages with field numbers from k8s.io/api's
+//! ConfigMap, Secret, Namespace and Service messages with field numbers from k8s.io/api's
 //! generated.proto. Other kinds are refused with a clear message.
 
 use base64::Engine;
@@ -125,6 +125,82 @@ fn object_meta(buf: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(meta))
 }
 
+/// A `ServiceSpec`: the fields `kubectl create service` and users set.
+fn service_spec(buf: &[u8]) -> Result<Value, String> {
+    let mut spec = Map::new();
+    let (mut ports, mut selector, mut ips, mut families) =
+        (Vec::new(), Map::new(), Vec::new(), Vec::new());
+    for (n, f) in fields(buf)? {
+        let mut set = |key: &str, v: Value| drop(spec.insert(key.into(), v));
+        match (n, &f) {
+            (1, Field::Bytes(b)) => ports.push(service_port(b)?),
+            (2, _) => {
+                let (k, v) = entry(&f, false)?;
+                selector.insert(k, v);
+            }
+            (3, _) => set("clusterIP", json!(text(&f)?)),
+            (4, _) => set("type", json!(text(&f)?)),
+            (7, _) => set("sessionAffinity", json!(text(&f)?)),
+            (10, _) => set("externalName", json!(text(&f)?)),
+            (11, _) => set("externalTrafficPolicy", json!(text(&f)?)),
+            (13, Field::Varint(v)) => set("publishNotReadyAddresses", json!(*v == 1)),
+            (17, _) => set("ipFamilyPolicy", json!(text(&f)?)),
+            (18, _) => ips.push(json!(text(&f)?)),
+            (19, _) => families.push(json!(text(&f)?)),
+            (22, _) => set("internalTrafficPolicy", json!(text(&f)?)),
+            _ => {}
+        }
+    }
+    spec.retain(|_, v| v.as_str() != Some(""));
+    for (key, list) in [
+        ("ports", ports),
+        ("clusterIPs", ips),
+        ("ipFamilies", families),
+    ] {
+        if !list.is_empty() {
+            spec.insert(key.into(), Value::Array(list));
+        }
+    }
+    if !selector.is_empty() {
+        spec.insert("selector".into(), Value::Object(selector));
+    }
+    Ok(Value::Object(spec))
+}
+
+/// A `ServicePort`; `targetPort` is an `IntOrString` (type 0: intVal, 1: strVal).
+fn service_port(buf: &[u8]) -> Result<Value, String> {
+    let mut port = Map::new();
+    for (n, f) in fields(buf)? {
+        match (n, &f) {
+            (1, _) => drop(port.insert("name".into(), json!(text(&f)?))),
+            (2, _) => drop(port.insert("protocol".into(), json!(text(&f)?))),
+            (3, Field::Varint(v)) => drop(port.insert("port".into(), json!(*v as i32))),
+            (4, Field::Bytes(b)) => {
+                let (mut kind, mut int, mut string) = (0, 0, String::new());
+                for (m, g) in fields(b)? {
+                    match (m, &g) {
+                        (1, Field::Varint(v)) => kind = *v,
+                        (2, Field::Varint(v)) => int = *v as i32,
+                        (3, _) => string = text(&g)?,
+                        _ => {}
+                    }
+                }
+                let target = if kind == 1 { json!(string) } else { json!(int) };
+                if target != json!(0) && target != json!("") {
+                    port.insert("targetPort".into(), target);
+                }
+            }
+            (5, Field::Varint(v)) if *v != 0 => {
+                drop(port.insert("nodePort".into(), json!(*v as i32)))
+            }
+            (6, _) => drop(port.insert("appProtocol".into(), json!(text(&f)?))),
+            _ => {}
+        }
+    }
+    port.retain(|_, v| v.as_str() != Some(""));
+    Ok(Value::Object(port))
+}
+
 /// Decodes an `application/vnd.kubernetes.protobuf` body into the JSON object it carries.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let rest = body
@@ -191,6 +267,15 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             for (n, f) in msg {
                 if let (1, Field::Bytes(b)) = (n, f) {
                     object["metadata"] = object_meta(b)?;
+                }
+            }
+        }
+        ("v1", "Service") => {
+            for (n, f) in msg {
+                match (n, f) {
+                    (1, Field::Bytes(b)) => object["metadata"] = object_meta(b)?,
+                    (2, Field::Bytes(b)) => object["spec"] = service_spec(b)?,
+                    _ => {}
                 }
             }
         }
@@ -262,6 +347,46 @@ mod tests {
         let v = decode(&secret).expect("secret");
         assert_eq!(v["data"]["k"], "dg==");
         assert_eq!(v["type"], "Opaque");
+    }
+
+    fn varint_field(field: u8, v: u8) -> Vec<u8> {
+        vec![field << 3, v]
+    }
+
+    #[test]
+    fn decodes_services() {
+        let target = [varint_field(1, 0), varint_field(2, 80)].concat();
+        let port = [
+            string(1, "80-8080"),
+            string(2, "TCP"),
+            varint_field(3, 80),
+            message(4, &target),
+            varint_field(5, 0),
+        ]
+        .concat();
+        let spec = [
+            message(1, &port),
+            message(2, &[string(1, "app"), string(2, "web")].concat()),
+            string(3, ""),
+            string(4, "ClusterIP"),
+            string(10, ""),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            message(1, &[string(1, "v1"), string(2, "Service")].concat()),
+            message(
+                2,
+                &[message(1, &string(1, "web")), message(2, &spec)].concat(),
+            ),
+        ]
+        .concat();
+        assert_eq!(
+            decode(&body).expect("service"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {
+                "type": "ClusterIP", "selector": {"app": "web"},
+                "ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 80}]}})
+        );
     }
 
     #[test]

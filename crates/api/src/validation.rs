@@ -9,13 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::HashSet;
 
 /// Volume sources peapod implements.
-pub const SUPPORTED_VOLUMES: [&str; 6] = [
+pub const SUPPORTED_VOLUMES: [&str; 7] = [
     "emptyDir",
     "hostPath",
     "configMap",
     "secret",
     "downwardAPI",
     "projected",
+    "persistentVolumeClaim",
 ];
 
 /// Every problem of a (defaulted) Pod; empty when valid.
@@ -143,6 +144,13 @@ fn validate_volumes(
                 vpath.child(second),
                 "may not specify more than 1 volume type",
             )),
+        }
+        if let Some(claim) = &v.persistent_volume_claim {
+            if claim.claim_name.is_empty() {
+                errs.push(FieldError::required(
+                    vpath.child("persistentVolumeClaim").child("claimName"),
+                ));
+            }
         }
         if let Some(hp) = &v.host_path {
             if !hp.path.starts_with('/') {
@@ -415,8 +423,12 @@ mod tests {
                 "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"../etc\"",
             ),
             (
-                json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}], "containers": [{"name": "a", "image": "x"}]}),
-                "spec.volumes[0].persistentVolumeClaim: Unsupported value",
+                json!({"volumes": [{"name": "v", "nfs": {"server": "s", "path": "/p"}}], "containers": [{"name": "a", "image": "x"}]}),
+                "spec.volumes[0].nfs: Unsupported value",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": ""}}], "containers": [{"name": "a", "image": "x"}]}),
+                "spec.volumes[0].persistentVolumeClaim.claimName: Required value",
             ),
             (
                 json!({"volumes": [{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}], "containers": [{"name": "a", "image": "x"}]}),

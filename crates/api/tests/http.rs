@@ -23,10 +23,20 @@ impl NodeBackend for FakeNode {
         _: &str,
         _: &str,
         _: &str,
-        _: &[String],
+        _: &peapod_api::http::exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError> {
         Err(ApiError::bad_request("no node"))
     }
+    fn attach_command(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &peapod_api::http::exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError> {
+        Err(ApiError::bad_request("no node"))
+    }
+
     fn dial(&self, _: &str, _: u16) -> BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
         Box::pin(async { Err(std::io::Error::other("no node")) })
     }

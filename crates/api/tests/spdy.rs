@@ -364,11 +364,22 @@ impl NodeBackend for FakeNode {
         _uid: &str,
         _pod: &str,
         _container: &str,
-        command: &[String],
+        exec: &peapod_api::http::exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError> {
+        let command = &exec.command;
         let mut cmd = std::process::Command::new(&command[0]);
         cmd.args(&command[1..]);
         Ok(cmd)
+    }
+
+    fn attach_command(
+        &self,
+        _uid: &str,
+        _pod: &str,
+        _container: &str,
+        _attach: &peapod_api::http::exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError> {
+        Err(ApiError::bad_request("no attach here"))
     }
 
     fn dial(&self, _uid: &str, port: u16) -> BoxFuture<'static, std::io::Result<TcpStream>> {

@@ -12,6 +12,8 @@ pub struct PodContext {
     pub secrets: Vec<Secret>,
     /// The pod's IP once it has one (`status.podIP`).
     pub pod_ip: Option<String>,
+    /// Each `persistentVolumeClaim` volume's directory on the host (its bound volume's path).
+    pub claims: BTreeMap<String, std::path::PathBuf>,
     pub node_name: String,
 }
 
@@ -22,6 +24,7 @@ impl PodContext {
             config_maps,
             secrets,
             pod_ip: None,
+            claims: BTreeMap::new(),
             node_name: hostname(),
         }
     }

@@ -28,6 +28,14 @@ pub struct NodeController {
     pub running: RunningInstances,
 }
 
+/// The node's pods by uid: those with a worker, and those that wait for their
+/// PersistentVolumeClaims to be Bound (with the last reason told).
+#[derive(Default)]
+struct Pods {
+    running: HashMap<String, Running>,
+    waiting: HashMap<String, (ObjectKey, String)>,
+}
+
 struct Running {
     worker: PodWorker,
     key: ObjectKey,
@@ -56,7 +64,7 @@ impl NodeController {
     pub async fn run(self, store: Store, node: Node, node_name: String) {
         let selector = format!("spec.nodeName={node_name}");
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, PodEvent)>();
-        let mut pods: HashMap<String, Running> = HashMap::new();
+        let mut pods = Pods::default();
         let mut watch = match store.watch(
             "pods",
             None,
@@ -75,10 +83,21 @@ impl NodeController {
             .watch("configmaps", None, since, Filter::default())
             .ok();
         let mut secrets = store.watch("secrets", None, since, Filter::default()).ok();
+        // Claims: a pod waiting for its claims is tried again when one changes.
+        let mut claims = store
+            .watch("persistentvolumeclaims", None, since, Filter::default())
+            .ok();
         loop {
             tokio::select! {
-                Some(event) = next_event(&mut config_maps) => self.on_config(&store, &pods, false, &event.object),
-                Some(event) = next_event(&mut secrets) => self.on_config(&store, &pods, true, &event.object),
+                Some(_) = next_event(&mut claims) => {
+                    for (key, _) in pods.waiting.clone().into_values() {
+                        if let Ok(Some(object)) = store.get(&key) {
+                            self.on_pod(&store, &node, &tx, &mut pods, EventKind::Modified, object).await;
+                        }
+                    }
+                }
+                Some(event) = next_event(&mut config_maps) => self.on_config(&store, &pods.running, false, &event.object),
+                Some(event) = next_event(&mut secrets) => self.on_config(&store, &pods.running, true, &event.object),
                 event = watch.next() => {
                     let Some(event) = event else {
                         // Re-watch from now (the store ended a lagging watcher).
@@ -90,7 +109,7 @@ impl NodeController {
                     self.on_pod(&store, &node, &tx, &mut pods, event.kind, event.object).await;
                 }
                 Some((uid, event)) = rx.recv() => {
-                    self.on_worker(&store, &mut pods, uid, event);
+                    self.on_worker(&store, &mut pods.running, uid, event);
                 }
             }
         }
@@ -126,7 +145,7 @@ impl NodeController {
         store: &Store,
         node: &Node,
         tx: &mpsc::UnboundedSender<(String, PodEvent)>,
-        pods: &mut HashMap<String, Running>,
+        pods: &mut Pods,
         kind: EventKind,
         object: Value,
     ) {
@@ -135,7 +154,10 @@ impl NodeController {
             || object["metadata"]
                 .get("deletionTimestamp")
                 .is_some_and(|d| !d.is_null());
-        if let Some(running) = pods.get_mut(&uid) {
+        if deleting {
+            pods.waiting.remove(&uid);
+        }
+        if let Some(running) = pods.running.get_mut(&uid) {
             if deleting && !running.deleting {
                 info!(pod = %running.key.name, "deleting pod");
                 running.deleting = true;
@@ -173,6 +195,29 @@ impl NodeController {
         let config_maps: Vec<ConfigMap> = list_typed(store, "configmaps", &ns);
         let secrets: Vec<Secret> = list_typed(store, "secrets", &ns);
         let key = pod_key(&object);
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        let claims = match crate::volumes::claim_paths(store, &ns, &volumes) {
+            Ok(c) => c,
+            Err(message) => {
+                // As the scheduler would: the pod stays Pending until its claims are Bound.
+                let told = pods.waiting.get(&uid).is_some_and(|(_, m)| *m == message);
+                if !told {
+                    info!(pod = %key.name, %message, "pod waits for its volume claims");
+                    let event = PodEvent::Event {
+                        reason: "FailedScheduling",
+                        message: format!("0/1 nodes are available: {message}"),
+                    };
+                    record_event(store, &key, &uid, &event);
+                }
+                pods.waiting.insert(uid, (key, message));
+                return;
+            }
+        };
+        pods.waiting.remove(&uid);
         let host_ports = match bind_host_ports(&pod).await {
             Ok(l) => l,
             Err(message) => {
@@ -189,7 +234,8 @@ impl NodeController {
                 return;
             }
         };
-        let ctx = PodContext::new(pod, config_maps, secrets);
+        let mut ctx = PodContext::new(pod, config_maps, secrets);
+        ctx.claims = claims;
         let forward = tx.clone();
         let uid_for_events = uid.clone();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -208,7 +254,7 @@ impl NodeController {
             uid.clone(),
             worker.status.clone(),
         );
-        pods.insert(
+        pods.running.insert(
             uid,
             Running {
                 worker,
@@ -364,7 +410,7 @@ fn record_event(store: &Store, key: &ObjectKey, uid: &str, event: &PodEvent) {
         ),
         PodEvent::ContainerExited { .. } => return,
         PodEvent::Event { reason, message } => {
-            let kind = if *reason == "Killing" {
+            let kind = if matches!(*reason, "Killing" | "Pulling" | "Pulled") {
                 "Normal"
             } else {
                 "Warning"

@@ -1,4 +1,4 @@
-//! One container instance: preparing it (image, translate, runtime config), starting its
+//! One container instance: its image (`pull.rs`), preparing it (translate, runtime config), starting its
 //! monitor, running its postStart hook and probes while it runs, and reporting its exit.
 
 use crate::context::PodContext;
@@ -62,6 +62,30 @@ pub(crate) fn spawn(
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     tokio::spawn(async move {
+        let (image, policy) = find(&ctx, &name)
+            .map(|c| {
+                (
+                    c.image.clone().unwrap_or_default(),
+                    c.image_pull_policy.clone(),
+                )
+            })
+            .unwrap_or_default();
+        let note = |n: crate::pull::PullNote| {
+            let _ = tx.send(Msg::Event {
+                reason: n.reason,
+                message: n.message,
+            });
+        };
+        if let Err(failure) =
+            crate::pull::ensure_image(&node, &ctx, &image, policy.as_deref(), &note).await
+        {
+            let _ = tx.send(Msg::PullFailed {
+                name,
+                reason: failure.reason,
+                message: failure.message,
+            });
+            return;
+        }
         let prepared = {
             let (node, ctx, pod_dir, name) =
                 (node.clone(), ctx.clone(), pod_dir.clone(), name.clone());
@@ -373,7 +397,7 @@ fn prepare(
     let image = node
         .images
         .resolve(&image_name)
-        .map_err(|e| format!("ErrImageNeverPull: {}", error_chain(&e)))?;
+        .map_err(|e| format!("ErrImagePull: {}", error_chain(&e)))?;
     let read_top = |file: &str| {
         image
             .layers

@@ -14,10 +14,12 @@ pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;
 pub mod projected;
+pub mod pull;
 pub mod security;
 pub mod status;
 mod stop;
 pub mod translate;
+pub mod volumes;
 pub mod worker;
 
 pub use config::NodeConfig;

@@ -138,7 +138,7 @@ impl NodeBackend for NodeLogs {
         uid: &str,
         pod: &str,
         container: &str,
-        command: &[String],
+        exec: &peapod_api::http::exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError> {
         let dir = self.running.dir(uid, container).ok_or_else(|| {
             ApiError::bad_request(format!("container {container} is not running in pod {pod}"))
@@ -148,11 +148,41 @@ impl NodeBackend for NodeLogs {
             .and_then(|n| peapod_runtime::ContainerId::parse(&n.to_string_lossy()))
             .ok_or_else(|| ApiError::internal("bad container directory"))?;
         let container_dir = peapod_runtime::container::ContainerDir { id, path: dir };
-        Ok(peapod_runtime::exec::command(
+        let stdio = if exec.tty {
+            peapod_runtime::exec::ExecStdio::Terminal
+        } else {
+            peapod_runtime::exec::ExecStdio::Inherited
+        };
+        Ok(peapod_runtime::exec::command_with(
             &self.exe,
             &container_dir,
-            command,
+            &exec.command,
+            stdio,
         ))
+    }
+
+    fn attach_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        attach: &peapod_api::http::exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError> {
+        let dir = self.running.dir(uid, container).ok_or_else(|| {
+            ApiError::bad_request(format!("container {container} is not running in pod {pod}"))
+        })?;
+        if !dir.join(peapod_runtime::attach::ATTACH_SOCKET).exists() {
+            return Err(ApiError::bad_request(format!(
+                "container {container} in pod {pod} cannot be attached to (its monitor predates attach)"
+            )));
+        }
+        use peapod_runtime::attach::AttachInput;
+        let input = match (attach.stdin, attach.tty) {
+            (_, true) => AttachInput::Terminal,
+            (true, false) => AttachInput::Raw,
+            (false, false) => AttachInput::Nothing,
+        };
+        Ok(peapod_runtime::attach::command(&self.exe, &dir, input))
     }
 
     fn logs(&self, req: LogRequest) -> Result<LogStream, ApiError> {

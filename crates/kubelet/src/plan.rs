@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// How long a failed pull shows `ErrImagePull` before `ImagePullBackOff`, as the kubelet's
+/// next sync would report it.
+pub const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(2);
 
 /// What one container (by name) is doing, as the worker observed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,12 @@ pub enum ContainerState {
         reason: String,
         at: Instant,
     },
+    /// Its image could not be had (`ErrImagePull`, `ErrImageNeverPull`): retried with the
+    /// image back-off whatever the restart policy, as `restart` again (no instance was made).
+    ImagePullFailed {
+        at: Instant,
+        restart: u32,
+    },
 }
 
 /// A container's record across restarts.
@@ -43,6 +52,8 @@ pub struct ContainerRecord {
     pub restart_count: u32,
     /// Consecutive crashes that count for the back-off.
     pub backoff_level: u32,
+    /// Consecutive failed image pulls (the image back-off's level).
+    pub pull_failures: u32,
     /// The startup probe succeeded (or there is none) for the running instance.
     pub started: bool,
     /// The readiness probe says ready (or there is none) for the running instance.
@@ -77,6 +88,7 @@ impl ContainerRecord {
             state: ContainerState::Waiting,
             restart_count: 0,
             backoff_level: 0,
+            pull_failures: 0,
             started: false,
             ready: false,
             detail: ContainerDetail::default(),
@@ -165,6 +177,41 @@ pub fn restart_at(policy: &str, record: &ContainerRecord, init: bool) -> Option<
     Some(finished + backoff(level))
 }
 
+/// When a container whose image could not be had is tried again: 10 s after the first failure,
+/// doubling to 300 s, as the kubelet's image back-off.
+pub fn pull_retry_at(record: &ContainerRecord) -> Option<Instant> {
+    match record.state {
+        ContainerState::ImagePullFailed { at, .. } => Some(at + backoff(record.pull_failures)),
+        _ => None,
+    }
+}
+
+/// Whether a failed pull is shown as `ImagePullBackOff` now (after a moment of
+/// `ErrImagePull`).
+pub fn in_pull_backoff(record: &ContainerRecord, now: Instant) -> bool {
+    match record.state {
+        ContainerState::ImagePullFailed { at, .. } => now >= at + ERR_IMAGE_PULL_SHOWN,
+        _ => false,
+    }
+}
+
+/// Schedules the retry of a failed pull, and a wake-up when its status turns to back-off.
+fn schedule_pull(
+    name: &str,
+    record: &ContainerRecord,
+    now: Instant,
+    start: &mut Vec<String>,
+    wake_at: &mut Option<Instant>,
+) {
+    if let ContainerState::ImagePullFailed { at, .. } = record.state {
+        let shown = at + ERR_IMAGE_PULL_SHOWN;
+        if shown > now {
+            *wake_at = Some(wake_at.map_or(shown, |w| w.min(shown)));
+        }
+    }
+    schedule(name, pull_retry_at(record), now, start, wake_at);
+}
+
 /// Whether an init container is a native sidecar (`restartPolicy: Always` on the init
 /// container): it starts in order, keeps running beside the app containers and does not block
 /// completion (<https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/>).
@@ -233,6 +280,10 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
             ContainerState::Starting | ContainerState::Running { .. } => {
                 return pending(start, wake_at)
             }
+            ContainerState::ImagePullFailed { .. } => {
+                schedule_pull(&c.name, &record, now, &mut start, &mut wake_at);
+                return pending(start, wake_at);
+            }
             ContainerState::Exited { .. } | ContainerState::CreateFailed { .. } => {
                 let policy = if sidecar { "Always" } else { policy };
                 if !schedule(
@@ -263,6 +314,10 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
                 start.push(c.name.clone());
             }
             ContainerState::Starting => waiting = true,
+            ContainerState::ImagePullFailed { .. } => {
+                waiting = true;
+                schedule_pull(&c.name, &record, now, &mut start, &mut wake_at);
+            }
             ContainerState::Running { .. } => running = true,
             ContainerState::Exited { exit_code, .. } => {
                 if schedule(
@@ -316,6 +371,8 @@ pub fn plan(spec: &PodSpec, records: &BTreeMap<String, ContainerRecord>, now: In
             ) {
                 stop.push(c.name.clone());
             }
+        } else if matches!(record.state, ContainerState::ImagePullFailed { .. }) {
+            schedule_pull(&c.name, &record, now, &mut start, &mut wake_at);
         } else if matches!(
             record.state,
             ContainerState::Exited { .. } | ContainerState::CreateFailed { .. }
@@ -374,6 +431,46 @@ mod tests {
             started: true,
             ..Default::default()
         }
+    }
+
+    fn pull_failed(at: Instant, failures: u32) -> ContainerRecord {
+        ContainerRecord {
+            state: ContainerState::ImagePullFailed { at, restart: 0 },
+            pull_failures: failures,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn failed_pulls_retry_with_backoff_whatever_the_restart_policy() {
+        let t0 = Instant::now();
+        for policy in ["Never", "OnFailure", "Always"] {
+            let spec = spec(policy, &[], &["app"]);
+            let records = BTreeMap::from([("app".to_string(), pull_failed(t0, 2))]);
+            // Pending, not Failed: first a wake-up when ErrImagePull turns to back-off...
+            let p = plan(&spec, &records, t0);
+            assert_eq!(p.phase, Phase::Pending, "{policy}");
+            assert!(p.start.is_empty());
+            assert_eq!(p.wake_at, Some(t0 + ERR_IMAGE_PULL_SHOWN));
+            // ...then the retry, 20 s after the second failure.
+            let p = plan(&spec, &records, t0 + Duration::from_secs(5));
+            assert_eq!(p.wake_at, Some(t0 + Duration::from_secs(20)));
+            let p = plan(&spec, &records, t0 + Duration::from_secs(20));
+            assert_eq!(p.start, vec!["app".to_string()], "{policy}");
+        }
+        // An init container waits the same way, holding back the app containers.
+        let spec = spec("Never", &["init"], &["app"]);
+        let records = BTreeMap::from([("init".to_string(), pull_failed(t0, 1))]);
+        let p = plan(&spec, &records, t0 + Duration::from_secs(10));
+        assert_eq!(
+            (p.phase, p.start),
+            (Phase::Pending, vec!["init".to_string()])
+        );
+        assert!(!in_pull_backoff(&pull_failed(t0, 1), t0));
+        assert!(in_pull_backoff(
+            &pull_failed(t0, 1),
+            t0 + ERR_IMAGE_PULL_SHOWN
+        ));
     }
 
     #[test]

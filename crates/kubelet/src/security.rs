@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
 use peapod_runtime::spec::DEFAULT_CAPABILITIES;
-use peapod_runtime::{Security, User};
+use peapod_runtime::{Seccomp, Security, User};
 
 /// Every capability a privileged container gets (Linux 6.x).
 const ALL_CAPABILITIES: [&str; 41] = [
@@ -60,6 +60,21 @@ fn cap_name(name: &str) -> String {
     }
 }
 
+/// The seccomp filter for `c`: its `seccompProfile`, else the pod's; `Localhost` profiles are
+/// refused (the container is not started, as with a profile file the kubelet cannot find).
+pub fn seccomp(c: &Container, pod_sc: Option<&PodSecurityContext>) -> Result<Seccomp, String> {
+    let profile = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .or_else(|| pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
+    match profile.map(|p| p.type_.as_str()) {
+        None | Some("Unconfined") => Ok(Seccomp::Unconfined),
+        Some("RuntimeDefault") => Ok(Seccomp::RuntimeDefault),
+        Some(other) => Err(format!("seccomp profile type {other:?} is not supported")),
+    }
+}
+
 /// The container's privileges from its securityContext.
 pub fn security(c: &Container) -> Security {
     let sc = c.security_context.as_ref();
@@ -89,6 +104,7 @@ pub fn security(c: &Container) -> Security {
         no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false)
             && !privileged,
         privileged,
+        seccomp: Seccomp::Unconfined,
     }
 }
 
@@ -151,5 +167,21 @@ mod tests {
         )
         .is_ok());
         assert!(check_non_root(&container(json!({})), None, &User::default()).is_ok());
+    }
+
+    #[test]
+    fn seccomp_profile_from_container_or_pod() {
+        let pod: PodSecurityContext =
+            serde_json::from_value(json!({"seccompProfile": {"type": "RuntimeDefault"}}))
+                .expect("pod sc");
+        let plain = container(json!({}));
+        assert_eq!(seccomp(&plain, None), Ok(Seccomp::Unconfined));
+        assert_eq!(seccomp(&plain, Some(&pod)), Ok(Seccomp::RuntimeDefault));
+        let opted_out = container(json!({"seccompProfile": {"type": "Unconfined"}}));
+        assert_eq!(seccomp(&opted_out, Some(&pod)), Ok(Seccomp::Unconfined));
+        let local = container(
+            json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}),
+        );
+        assert!(seccomp(&local, None).is_err());
     }
 }

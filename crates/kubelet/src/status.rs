@@ -21,7 +21,8 @@ pub struct StatusInputs {
     pub qos_class: String,
     /// Condition type -> (status, last transition time, RFC 3339).
     pub conditions: BTreeMap<String, (bool, String)>,
-    /// Restart back-off message per container name, when one is waiting it out.
+    /// Back-off message per container name, when one is waiting it out: a restart's
+    /// (`CrashLoopBackOff`) or an image pull's (`ImagePullBackOff`).
     pub backoff: BTreeMap<String, String>,
     /// The pod's own reason and message (`Evicted`, why).
     pub reason: Option<String>,
@@ -77,6 +78,16 @@ pub fn container_status(
                 started_at: d.started_at.as_deref().and_then(time),
             }),
             ..Default::default()
+        },
+        ContainerState::ImagePullFailed { .. } => match backoff {
+            Some(message) => waiting("ImagePullBackOff", Some(message.clone())),
+            None => {
+                let (reason, message) = d
+                    .create_error
+                    .clone()
+                    .unwrap_or_else(|| ("ErrImagePull".into(), String::new()));
+                waiting(&reason, Some(message))
+            }
         },
         ContainerState::CreateFailed { .. } => {
             let (reason, message) = d
@@ -240,6 +251,38 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
         }
+    }
+
+    #[test]
+    fn failed_pulls_show_err_image_pull_then_back_off() {
+        let c: Container =
+            serde_json::from_value(serde_json::json!({"name": "app", "image": "r/x:1"}))
+                .expect("container");
+        let record = ContainerRecord {
+            state: ContainerState::ImagePullFailed {
+                at: Instant::now(),
+                restart: 0,
+            },
+            detail: ContainerDetail {
+                create_error: Some(("ErrImagePull".into(), "r/x:1: manifest unknown".into())),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let waiting = |backoff: Option<&String>| {
+            let s = container_status(&c, Some(&record), false, backoff);
+            let w = s.state.and_then(|s| s.waiting).expect("waiting");
+            (w.reason.unwrap_or_default(), w.message.unwrap_or_default())
+        };
+        assert_eq!(
+            waiting(None),
+            ("ErrImagePull".into(), "r/x:1: manifest unknown".into())
+        );
+        let message = "Back-off pulling image \"r/x:1\": ErrImagePull: r/x:1: manifest unknown";
+        assert_eq!(
+            waiting(Some(&message.to_string())),
+            ("ImagePullBackOff".into(), message.into())
+        );
     }
 
     #[test]

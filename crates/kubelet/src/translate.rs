@@ -35,6 +35,8 @@ pub enum ConfigError {
     UnknownUser { user: String },
     #[error("{0}")]
     NonRoot(String),
+    #[error("{0}")]
+    Seccomp(String),
     #[error("volume {volume:?} of the mount at {mount_path} is not defined")]
     NoVolume { volume: String, mount_path: String },
 }
@@ -445,9 +447,10 @@ pub fn volume_source(ctx: &PodContext, sandbox: &SandboxDir, name: &str) -> Opti
         .as_ref()?
         .iter()
         .find(|v| v.name == name)?;
-    match &volume.host_path {
-        Some(hp) => Some(PathBuf::from(&hp.path)),
-        None => Some(sandbox.volume(name)),
+    match (&volume.host_path, &volume.persistent_volume_claim) {
+        (Some(hp), _) => Some(PathBuf::from(&hp.path)),
+        (None, Some(_)) => ctx.claims.get(name).cloned(),
+        (None, None) => Some(sandbox.volume(name)),
     }
 }
 
@@ -545,6 +548,8 @@ pub fn container_config(
         .as_ref()
         .and_then(|s| s.security_context.as_ref());
     crate::security::check_non_root(container, pod_sc, &user).map_err(ConfigError::NonRoot)?;
+    let mut security = crate::security::security(container);
+    security.seccomp = crate::security::seccomp(container, pod_sc).map_err(ConfigError::Seccomp)?;
     Ok(ContainerConfig {
         name: container.name.clone(),
         image: image.name.clone(),
@@ -563,7 +568,12 @@ pub fn container_config(
             container,
             crate::limits::qos_class(&ctx.pod),
         ),
-        security: crate::security::security(container),
+        security,
+        stdio: peapod_runtime::Stdio {
+            stdin: container.stdin.unwrap_or(false),
+            stdin_once: container.stdin_once.unwrap_or(false),
+            tty: container.tty.unwrap_or(false),
+        },
     })
 }
 

@@ -30,6 +30,8 @@ use tracing::{info, Instrument};
 pub struct Node {
     pub runtime: Runtime,
     pub images: Arc<ImageStore>,
+    /// How pulls reach registries (insecure ones, extra CAs).
+    pub registries: peapod_runtime::image::pull::RegistryConfig,
     /// The host's /etc/resolv.conf, read once.
     pub host_resolv: String,
     /// Log rotation and the pids limit of the containers it starts.
@@ -207,6 +209,17 @@ pub(crate) enum Msg {
     HookFailed {
         name: String,
         id: ContainerId,
+        message: String,
+    },
+    /// The image step failed (`ErrImagePull`, `ErrImageNeverPull`, `InvalidImageName`).
+    PullFailed {
+        name: String,
+        reason: &'static str,
+        message: String,
+    },
+    /// A kubelet event from an instance's task (`Pulling`, `Pulled`, `Failed`).
+    Event {
+        reason: &'static str,
         message: String,
     },
 }
@@ -670,6 +683,19 @@ impl PodState<'_> {
                 );
                 backoff.insert(name.clone(), message);
             }
+            let pull_error = r
+                .detail
+                .create_error
+                .as_ref()
+                .filter(|(reason, _)| reason == "ErrImagePull");
+            if let (true, Some((reason, error))) = (crate::plan::in_pull_backoff(r, at), pull_error)
+            {
+                let image = instance::find(&self.ctx, name)
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default();
+                let message = format!("Back-off pulling image {image:?}: {reason}: {error}");
+                backoff.insert(name.clone(), message);
+            }
         }
         let inputs = crate::status::StatusInputs {
             phase: Some(phase),
@@ -701,6 +727,8 @@ impl PodState<'_> {
         let record = self.records.entry(name.to_string()).or_default();
         let restart = match record.state {
             ContainerState::Waiting => 0,
+            // No instance was made: the same restart is tried again.
+            ContainerState::ImagePullFailed { restart, .. } => restart,
             _ => {
                 record.restart_count += 1;
                 record.backoff_level += 1;
@@ -776,13 +804,6 @@ impl PodState<'_> {
                         ));
                     }
                 }
-                if let Some(c) = instance::find(&self.ctx, &name) {
-                    let image = c.image.clone().unwrap_or_default();
-                    emit(PodEvent::Event {
-                        reason: "Pulled",
-                        message: format!("Container image {image:?} already present on machine"),
-                    });
-                }
                 emit(PodEvent::Event {
                     reason: "Created",
                     message: format!("Created container {name}"),
@@ -799,8 +820,34 @@ impl PodState<'_> {
                     r.detail.image_id = Some(image_id);
                     r.detail.started_at = Some(started_at);
                     r.detail.create_error = None;
+                    r.pull_failures = 0;
                 }
                 info!(container = %name, pid, "container started");
+            }
+            Msg::Event { reason, message } => emit(PodEvent::Event { reason, message }),
+            Msg::PullFailed {
+                name,
+                reason,
+                message,
+            } => {
+                let restart = self.current.remove(&name).map_or(0, |i| i.restart);
+                let image = instance::find(&self.ctx, &name)
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default();
+                if let Some(r) = self.records.get_mut(&name) {
+                    r.state = ContainerState::ImagePullFailed { at: now, restart };
+                    r.pull_failures += 1;
+                    r.detail.create_error = Some((reason.to_string(), message.clone()));
+                }
+                info!(container = %name, reason, %message, "image pull failed");
+                emit(PodEvent::Event {
+                    reason: "BackOff",
+                    message: format!("Back-off pulling image {image:?}"),
+                });
+                emit(PodEvent::ContainerFailed {
+                    container: name,
+                    reason: format!("{reason}: {message}"),
+                });
             }
             Msg::Failed { name, id, reason } => {
                 self.all_ids.extend(id);

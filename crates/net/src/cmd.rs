@@ -1,4 +1,4 @@
-//! Running iproute2's `ip`, nftables' `nft` and util-linux's `nsenter`: blocking, so only from
+//! Running iproute2's `ip` (only to create the bridge) and nftables' `nft`: blocking, so only from
 //! `spawn_blocking` or at shutdown. Batches go on stdin (`ip -batch -`, `nft -f -`), so one
 //! process does one whole step and stops at the first failing line.
 
@@ -42,12 +42,6 @@ pub(crate) fn run(
 /// `ip -batch -` with `lines`.
 pub(crate) fn ip_batch(lines: &[String]) -> Result<(), NetError> {
     run("ip", &["-batch", "-"], Some(&batch(lines))).map(drop)
-}
-
-/// `ip -batch -` inside the network namespace pinned at `netns`.
-pub(crate) fn ip_batch_in(netns: &std::path::Path, lines: &[String]) -> Result<(), NetError> {
-    let net = format!("--net={}", netns.display());
-    run("nsenter", &[&net, "ip", "-batch", "-"], Some(&batch(lines))).map(drop)
 }
 
 fn batch(lines: &[String]) -> String {

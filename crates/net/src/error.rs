@@ -26,6 +26,8 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Sys(#[from] peapod_sys::SysError),
     #[error("no free address left in {cidr}")]
     Exhausted { cidr: String },
     #[error("blocking task of {op} ended")]

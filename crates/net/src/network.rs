@@ -7,8 +7,8 @@
 //! tests, `PEAPOD_NETWORK=none`) pods have loopback only, as before.
 
 use crate::bridge;
-use crate::config::NetworkConfig;
-use crate::error::NetError;
+use crate::config::{NetworkConfig, Outbound};
+use crate::error::{io, NetError};
 use crate::ipam::Ipam;
 use crate::nft;
 use crate::veth;
@@ -60,7 +60,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl PodNetwork {
-    /// Creates (or adopts) the bridge and writes the base nftables table (no Services yet).
+    /// Creates (or adopts) the bridge. The daemon's nftables table is written only once it has
+    /// something to do (a Service, or outbound masquerade): a `peapod run` of plain pods starts
+    /// and stops without running `nft` at all. A table left by a daemon that was killed is
+    /// deleted here (its marker file says it was written).
     pub async fn start(config: NetworkConfig) -> Result<PodNetwork, NetError> {
         config.validate()?;
         let ipam = Ipam::open(&config.ipam_dir, config.pod_cidr)?;
@@ -75,29 +78,62 @@ impl PodNetwork {
         let n = network.clone();
         blocking("start network", move || {
             let c = &n.inner.config;
-            let _lock = bridge::lock(&c.bridge)?;
-            bridge::ensure(c)?;
-            let ruleset = nft::ruleset(c, &[]);
-            nft::replace_table(&c.table, &ruleset)?;
-            *n.inner.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(ruleset);
+            {
+                let _lock = bridge::lock(&c.bridge)?;
+                bridge::ensure(c)?;
+            }
+            let marker = n.table_marker();
+            if marker.exists() {
+                nft::delete_table(&c.table)?;
+                std::fs::remove_file(&marker).map_err(io("remove", &marker))?;
+            }
+            if c.outbound == Outbound::Masquerade {
+                n.write_table(nft::ruleset(c, &[]))?;
+            }
             Ok(())
         })
         .await?;
         Ok(network)
     }
 
+    /// `<root>/ipam/<bridge>.table`: present while the daemon's table may be in the kernel.
+    fn table_marker(&self) -> PathBuf {
+        self.inner.config.ipam_dir.with_extension("table")
+    }
+
+    /// Writes `ruleset` as the daemon's table (the marker first, so a crash cannot leave a
+    /// table that no marker names).
+    fn write_table(&self, ruleset: String) -> Result<(), NetError> {
+        let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.as_deref() == Some(ruleset.as_str()) {
+            return Ok(());
+        }
+        let c = &self.inner.config;
+        if applied.is_none() {
+            if ruleset == nft::ruleset(c, &[]) && c.outbound == Outbound::Isolated {
+                // Nothing to translate: no table is the same as an empty one.
+                return Ok(());
+            }
+            let marker = self.table_marker();
+            std::fs::write(&marker, c.table.as_bytes()).map_err(io("write", &marker))?;
+        }
+        nft::replace_table(&c.table, &ruleset)?;
+        *applied = Some(ruleset);
+        Ok(())
+    }
+
     pub fn config(&self) -> &NetworkConfig {
         &self.inner.config
     }
 
-    /// Gives pod `uid` an address and makes its veth pair (the pod end still on the host).
+    /// Gives pod `uid` an address and makes its veth pair (the pod end still on the host), under
+    /// the bridge's lock: an address whose veth exists is skipped, as another data root sharing
+    /// the bridge has it.
     pub async fn allocate(&self, uid: &str) -> Result<Ipv4Addr, NetError> {
         let (n, uid) = (self.clone(), uid.to_string());
         blocking("allocate pod address", move || {
             let c = &n.inner.config;
             let _lock = bridge::lock(&c.bridge)?;
-            // A daemon that stopped meanwhile may have removed an empty bridge.
-            bridge::ensure(c)?;
             let ip = n
                 .inner
                 .ipam
@@ -110,7 +146,8 @@ impl PodNetwork {
         .await
     }
 
-    /// Moves pod `uid`'s veth end into the network namespace pinned at `netns` as `eth0`.
+    /// Plugs pod `uid`'s veth pair in: the host end on the bridge, the other end into the
+    /// network namespace pinned at `netns` as `eth0`.
     pub async fn connect(&self, uid: &str, netns: &Path) -> Result<Ipv4Addr, NetError> {
         let (n, uid, netns) = (self.clone(), uid.to_string(), netns.to_path_buf());
         blocking("connect pod", move || {
@@ -121,8 +158,7 @@ impl PodNetwork {
                 source: std::io::ErrorKind::NotFound.into(),
             })?;
             let _lock = bridge::lock(&c.bridge)?;
-            // Another daemon that stopped since `allocate` may have removed the bridge, which
-            // had no port yet: make sure it is there before attaching to it.
+            // Someone may have deleted the bridge by hand (`peapod network remove`).
             bridge::ensure(c)?;
             veth::connect(c, ip, &netns)?;
             Ok(ip)
@@ -176,28 +212,31 @@ impl PodNetwork {
             if *stopped {
                 return Ok(());
             }
-            let mut applied = n.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
-            if applied.as_deref() == Some(ruleset.as_str()) {
-                return Ok(());
-            }
-            nft::replace_table(&n.inner.config.table, &ruleset)?;
-            *applied = Some(ruleset);
-            Ok(())
+            n.write_table(ruleset)
         })
         .await
     }
 
-    /// At daemon shutdown: deletes the daemon's nftables table, and the bridge with its guard
-    /// table when no pod is left on it (running pods keep their network). Blocking: a few
-    /// short commands.
+    /// At daemon shutdown: deletes the daemon's nftables table if it wrote one. The bridge and
+    /// its guard table stay, as a node keeps its CNI bridge: the next daemon starts without
+    /// recreating them, and running pods keep their network. `remove_bridge` takes them away.
     pub fn stop(&self) -> Result<(), NetError> {
         let c = &self.inner.config;
-        {
-            let mut stopped = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
-            *stopped = true;
+        let mut stopped = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
+        let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.take().is_some() {
             nft::delete_table(&c.table)?;
+            let marker = self.table_marker();
+            std::fs::remove_file(&marker).map_err(io("remove", &marker))?;
         }
-        let _lock = bridge::lock(&c.bridge)?;
-        bridge::remove_if_unused(c).map(drop)
+        Ok(())
     }
+}
+
+/// Deletes the bridge of `c` and its guard table when no pod is plugged into it; whether they
+/// are gone (`peapod network remove`, and tests that made a bridge of their own).
+pub fn remove_bridge(c: &NetworkConfig) -> Result<bool, NetError> {
+    let _lock = bridge::lock(&c.bridge)?;
+    bridge::remove_if_unused(c)
 }

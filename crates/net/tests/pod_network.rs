@@ -333,6 +333,10 @@ async fn pods_services_dns_and_cleanup() {
     })
     .await
     .expect("second daemon");
+    assert!(
+        !nft_tables().contains(&format!("{TABLE}2")),
+        "no table is written before there is a rule"
+    );
     other.stop().expect("stop second daemon");
     assert!(ip(&["link", "show", BRIDGE]).is_ok(), "bridge kept");
     assert!(
@@ -350,13 +354,22 @@ async fn pods_services_dns_and_cleanup() {
         "service kept"
     );
 
-    // Release: veths gone, addresses free; stop: table and bridge gone.
+    // Release: veths gone, addresses free; stop: table gone, the bridge kept until removed.
     for ns in PODS {
         net.release(ns).await.expect("release");
         assert_eq!(net.pod_ip(ns), None);
     }
     assert!(!ip(&["-br", "link"]).expect("links").contains("pp0a7b"));
     net.stop().expect("stop");
+    assert!(
+        !nft_tables().contains(&format!("{TABLE}\n")),
+        "table removed"
+    );
+    assert!(ip(&["link", "show", BRIDGE]).is_ok(), "bridge kept");
+    assert!(
+        peapod_net::network::remove_bridge(net.config()).expect("remove bridge"),
+        "bridge removed"
+    );
     assert!(ip(&["link", "show", BRIDGE]).is_err(), "bridge removed");
     assert!(!ip(&["route"]).expect("routes").contains("10.123.1.0/24"));
     assert!(

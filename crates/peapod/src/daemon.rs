@@ -11,6 +11,7 @@ use peapod_kubelet::logs::NodeLogs;
 use peapod_kubelet::{Node, NodeConfig};
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
+use peapod_runtime::image::gc::{layers_in_use, GcThresholds};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::Runtime;
 use serde_json::json;
@@ -46,6 +47,8 @@ impl Daemon {
             .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
+        peapod_kubelet::volumes::ensure_default_class(&store)
+            .context("create the default StorageClass")?;
         let pki = Pki::load_or_create(&root.join("pki"), &[])
             .context("load or create the certificates")?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -64,9 +67,11 @@ impl Daemon {
         let node = Node {
             runtime: Runtime::new(root, &exe),
             images: Arc::new(images),
+            registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             config: NodeConfig::from_env().context("read the node settings")?,
         };
+        tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
         let network = start_network(root, &store).await?;
         let controller = NodeController::new();
         let logs = NodeLogs {
@@ -86,6 +91,10 @@ impl Daemon {
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));
         tokio::spawn(heartbeat(api.store.clone(), api.node_name.clone()));
+        tokio::spawn(peapod_kubelet::volumes::run(
+            store.clone(),
+            root.join("volumes"),
+        ));
         tokio::spawn(controller.clone().run(store, node, node_name));
         Ok(Daemon {
             api,
@@ -108,6 +117,38 @@ impl Daemon {
             if let Err(error) = network.stop() {
                 warn!(error = %format!("{:#}", anyhow::Error::from(error)), "stop the pod network");
             }
+        }
+    }
+}
+
+/// The kubelet's image garbage collection: every interval (the first look one interval after
+/// start), unused images go while the store's filesystem is fuller than the high threshold
+/// (`peapod_runtime::image::gc`).
+async fn collect_images(images: Arc<ImageStore>, containers: PathBuf) {
+    let thresholds = GcThresholds::from_env();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + thresholds.interval,
+        thresholds.interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let (images, containers) = (images.clone(), containers.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let in_use = layers_in_use(&containers)?;
+            images.collect_for_space(&in_use, thresholds)
+        })
+        .await;
+        match result {
+            Ok(Ok(removed)) => {
+                for image in removed {
+                    info!(image = %image.name, size = image.size, "image garbage-collected");
+                }
+            }
+            Ok(Err(error)) => {
+                warn!(error = %format!("{:#}", anyhow::Error::from(error)), "image garbage collection")
+            }
+            Err(error) => warn!(%error, "image garbage collection"),
         }
     }
 }
@@ -147,8 +188,17 @@ async fn start_network(
         records,
     ))];
     let dns = SocketAddr::from((network.config().gateway(), 53));
+    let upstreams = peapod_net::dns::upstreams(
+        std::env::var("PEAPOD_DNS_UPSTREAM").ok().as_deref(),
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        network.config().gateway(),
+    );
     match DnsServer::bind(dns).await {
-        Ok(server) => tasks.push(server.serve(records_rx)),
+        Ok(server) => tasks.push(
+            server
+                .forward_to(upstreams, peapod_net::dns::server::UPSTREAM_TIMEOUT)
+                .serve(records_rx),
+        ),
         Err(error) => {
             warn!(%error, %dns, "cluster DNS not served (another daemon on this bridge?)")
         }

@@ -42,6 +42,9 @@ enum Command {
     /// Manage local images
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
+    /// Manage the host side of the pod network (the bridge pods share)
+    #[command(subcommand)]
+    Network(cli::network::NetworkCommand),
     /// A container's monitor process (internal; dispatched before clap)
     #[command(name = "__monitor", hide = true)]
     Monitor { dir: PathBuf },
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Monitor { .. } | Command::Sandbox { .. } => 2,
         Command::Image(cmd) => report(cli::image::run(cmd, &args.root)),
+        Command::Network(cmd) => report(cli::network::run(cmd, &args.root)),
         Command::Kubeconfig(_) => report(cli::serve::kubeconfig(&args.root)),
         Command::Serve(serve) => {
             cli::logging::init();
@@ -86,24 +90,44 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
             cli::logging::init_file(&dir.join("monitor.log"));
             Some(peapod_runtime::monitor::main(&dir))
         }
-        "__monitor" if argv.len() == 6 && argv[3] == "--supervise" => {
+        "__monitor" if argv.len() == 8 && argv[3] == "--supervise" => {
             let fd = |i: usize| argv[i].to_str().and_then(|s| s.parse().ok()).unwrap_or(-1);
             Some(peapod_runtime::monitor::supervise_main(
                 &PathBuf::from(&argv[2]),
-                fd(4),
-                fd(5),
+                [fd(4), fd(5), fd(6), fd(7)],
+            ))
+        }
+        "__attach" if argv.len() == 3 || argv.len() == 4 => {
+            use peapod_runtime::attach::{AttachInput, NO_STDIN_FLAG};
+            use peapod_runtime::exec::TTY_FLAG;
+            let input = match argv.get(3).and_then(|a| a.to_str()) {
+                None => AttachInput::Raw,
+                Some(TTY_FLAG) => AttachInput::Terminal,
+                Some(NO_STDIN_FLAG) => AttachInput::Nothing,
+                Some(_) => return None,
+            };
+            Some(peapod_runtime::attach::helper_main(
+                &PathBuf::from(&argv[2]),
+                input,
             ))
         }
         "__monitor" if argv.len() == 4 && argv[3] == "--orphan" => Some(
             peapod_runtime::monitor::cleanup_orphan(&PathBuf::from(&argv[2])),
         ),
-        "__exec" if argv.len() >= 5 && argv[3] == "--" => {
-            let args = argv[4..]
+        "__exec" if argv.len() >= 5 => {
+            use peapod_runtime::exec::{ExecStdio, TTY_FLAG};
+            let (stdio, rest) = match argv[3].to_str() {
+                Some("--") => (ExecStdio::Inherited, 4),
+                Some(TTY_FLAG) if argv.len() >= 6 && argv[4] == "--" => (ExecStdio::Terminal, 5),
+                _ => return None,
+            };
+            let args = argv[rest..]
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             Some(peapod_runtime::exec::helper_main(
                 &PathBuf::from(&argv[2]),
+                stdio,
                 args,
             ))
         }

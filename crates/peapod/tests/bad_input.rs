@@ -138,12 +138,30 @@ fn duplicate_port_name() {
 }
 
 #[test]
-fn image_not_in_the_store() {
+fn claim_volume_in_a_run() {
     assert_refused(
-        &POD.replace("image: busybox", "image: nginx:1.25"),
+        &POD.replace(
+            "  restartPolicy: Never\n",
+            "  restartPolicy: Never\n  volumes:\n  - name: d\n    persistentVolumeClaim:\n      claimName: data\n",
+        ),
+        &[
+            "spec.volumes[0].persistentVolumeClaim: Forbidden",
+            "peapod serve",
+        ],
+    );
+}
+
+#[test]
+fn image_not_in_the_store_with_pull_policy_never() {
+    // With any other policy the kubelet would pull it (tests/pull.rs, from a loopback registry).
+    assert_refused(
+        &POD.replace(
+            "image: busybox",
+            "image: nginx:1.25\n    imagePullPolicy: Never",
+        ),
         &[
             "spec.containers[0].image: Invalid value: \"nginx:1.25\"",
-            "not found",
+            "imagePullPolicy is Never",
         ],
     );
 }

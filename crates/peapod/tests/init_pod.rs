@@ -22,7 +22,6 @@ mod common;
 use common::{deadline_in, free_port, http_get, image_archive, poll_until, RunningPod, TestRoot};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Generous: two cores, tests in parallel, a debug build.
@@ -33,28 +32,9 @@ const SOON: Duration = Duration::from_secs(15);
 /// The pods' `terminationGracePeriodSeconds`.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// The `peapod run`s of these tests share the host's `peapod0` bridge, and one that stops
-/// removes it when no pod is plugged in, even between another run's allocating its pod's
-/// address (`PodNetwork::allocate`, which ensures the bridge) and plugging the pod in
-/// (`PodNetwork::connect`): that pod's sandbox fails (`ip -batch -`: "peapod0" does not exist),
-/// a product bug, reported. So a run holds this shared until its pod is Running and
-/// exclusively while it stops. (Runs outside this test binary can still race.)
-static BRIDGE: RwLock<()> = RwLock::new(());
-
-/// Shared: pod sandboxes are being set up.
-fn setting_up() -> RwLockReadGuard<'static, ()> {
-    BRIDGE.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Exclusive: a run stops (and may remove the bridge).
-fn stopping() -> RwLockWriteGuard<'static, ()> {
-    BRIDGE.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `peapod run -f` of `manifest`, returned once pod `pod` is Running (its sandbox set up).
 fn start(root: &TestRoot, manifest: &str, pod: &str) -> RunningPod {
     let path = root.manifest("pod.yaml", manifest);
-    let _setup = setting_up();
     let run = root.run(&path);
     run.wait_for(&format!("pod/{pod}: Running"), START);
     run
@@ -62,7 +42,6 @@ fn start(root: &TestRoot, manifest: &str, pod: &str) -> RunningPod {
 
 /// SIGINT to `peapod run`; its exit code.
 fn interrupt(run: &mut RunningPod) -> i32 {
-    let _stop = stopping();
     run.interrupt();
     run.exit_code(deadline_in(EXIT))
 }
@@ -255,7 +234,6 @@ fn generator_and_echo_serve_restart_and_stop() {
     assert_eq!(container_init(&run), init, "the container itself restarted");
 
     // SIGINT: the kubelet sends SIGTERM to init, which stops echo then generator.
-    let stop = stopping();
     let interrupted = Instant::now();
     run.interrupt();
     run.wait_for(
@@ -264,7 +242,6 @@ fn generator_and_echo_serve_restart_and_stop() {
     );
     let stopped_in = interrupted.elapsed();
     let code = run.exit_code(deadline_in(EXIT));
-    drop(stop);
     assert_eq!(code, 0, "exit code after SIGINT\n{}", run.transcript());
     assert!(
         stopped_in < GRACE,
@@ -496,8 +473,6 @@ spec:
 fn tini_mode_prefixes_the_command_and_passes_its_exit_code() {
     let root = python_root();
     let path = root.manifest("pod.yaml", TINI);
-    // The pod ends by itself, and its run stops: exclusive throughout.
-    let _whole = stopping();
     let mut run = root.run(&path);
     let code = run.exit_code(deadline_in(EXIT));
     assert_ne!(

@@ -434,6 +434,42 @@ fn succeeded_pod_ends_the_run_with_zero() {
     }
 }
 
+const SECCOMP: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sec
+spec:
+  restartPolicy: Never
+  containers:
+  - name: open
+    image: busybox
+    command: ["sh", "-c", "unshare -U true; echo rc=$?"]
+  - name: filtered
+    image: busybox
+    command: ["sh", "-c", "unshare -U true; echo rc=$?"]
+    securityContext:
+      seccompProfile:
+        type: RuntimeDefault
+"#;
+
+/// `seccompProfile: RuntimeDefault` refuses unshare(2) to a container without CAP_SYS_ADMIN;
+/// the same call in an unconfined container of the same pod succeeds.
+#[test]
+fn runtime_default_seccomp_refuses_unshare() {
+    let root = TestRoot::new();
+    let pod = run_to_completion(&root, SECCOMP, 0);
+    assert_eq!(pod.container_lines("sec", "open"), ["rc=0"]);
+    let filtered = pod.container_lines("sec", "filtered");
+    assert!(filtered.iter().any(|l| l == "rc=1"), "{filtered:?}");
+    assert!(
+        filtered
+            .iter()
+            .any(|l| l.contains("Operation not permitted")),
+        "{filtered:?}"
+    );
+}
+
 const EXITS_THREE: &str = r#"
 apiVersion: v1
 kind: Pod

@@ -1,5 +1,5 @@
 //! Running a process inside a running container (`peapod __exec <container dir> -- ARGS`), for
-//! exec probes, lifecycle hooks and, later, `kubectl exec`.
+//! exec probes, lifecycle hooks and `kubectl exec` (with a terminal: `exec_tty.rs`).
 //!
 //! Like the monitor, the helper is a re-executed single-threaded process: it is child
 //! subreaper (libcontainer double-forks the new process), passes its own stdio to the process,
@@ -22,20 +22,42 @@ pub const EXEC_SUBCOMMAND: &str = "__exec";
 /// Exit code of the helper when the process could not be started at all.
 pub const EXEC_FAILED: i32 = 126;
 
+/// The helper's flag for a process with a terminal (`exec_tty.rs`).
+pub const TTY_FLAG: &str = "--tty";
+
+/// What the process's stdio is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecStdio {
+    /// The helper's own stdin, stdout and stderr, passed on.
+    Inherited,
+    /// A terminal made in the container; the helper's stdin carries framed input
+    /// ([`crate::tty::FrameDecoder`]), its stdout the terminal's output.
+    Terminal,
+}
+
 /// The helper command that runs `args` in the container of `dir`; the caller sets stdio.
 pub fn command(exe: &Path, dir: &ContainerDir, args: &[String]) -> Command {
+    command_with(exe, dir, args, ExecStdio::Inherited)
+}
+
+/// [`command`], with the process's stdio chosen.
+pub fn command_with(exe: &Path, dir: &ContainerDir, args: &[String], stdio: ExecStdio) -> Command {
     let mut cmd = Command::new(exe);
-    cmd.arg(EXEC_SUBCOMMAND)
-        .arg(&dir.path)
-        .arg("--")
-        .args(args)
-        .stdin(Stdio::null());
+    cmd.arg(EXEC_SUBCOMMAND).arg(&dir.path);
+    if stdio == ExecStdio::Terminal {
+        cmd.arg(TTY_FLAG);
+    }
+    cmd.arg("--").args(args).stdin(Stdio::null());
     cmd
 }
 
-/// Entry point of `peapod __exec <dir> -- ARGS`; returns the exit code.
-pub fn helper_main(dir: &Path, args: Vec<String>) -> i32 {
-    match run(dir, args) {
+/// Entry point of `peapod __exec <dir> [--tty] -- ARGS`; returns the exit code.
+pub fn helper_main(dir: &Path, stdio: ExecStdio, args: Vec<String>) -> i32 {
+    let result = match stdio {
+        ExecStdio::Inherited => run(dir, args),
+        ExecStdio::Terminal => container_dir(dir).and_then(|d| crate::exec_tty::run(&d, args)),
+    };
+    match result {
         Ok(code) => code,
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "peapod exec: {message}");
@@ -49,15 +71,47 @@ fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, String> {
         .map_err(|e| format!("dup stdio: {e}"))
 }
 
-fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
+/// Writes the container's own process spec (user, groups, working directory, environment,
+/// capabilities, no-new-privileges, as its processes have them) with `args` to `path`, with a
+/// terminal for [`ExecStdio::Terminal`] (and `TERM`, as a terminal's programs expect it).
+pub(crate) fn write_process(
+    dir: &ContainerDir,
+    args: Vec<String>,
+    stdio: ExecStdio,
+    path: &Path,
+) -> Result<(), String> {
+    let bundle = dir.bundle().join("config.json");
+    let spec: oci_spec::runtime::Spec = crate::atomic::read_json(&bundle)
+        .map_err(|e| crate::monitor::error_chain(&e))?
+        .ok_or_else(|| format!("{} is missing", bundle.display()))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    let terminal = stdio == ExecStdio::Terminal;
+    let mut env = process.env().clone().unwrap_or_default();
+    if terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process
+        .set_args(Some(args))
+        .set_terminal(Some(terminal))
+        .set_env(Some(env));
+    // A throwaway file read back at once: no fsync (exec probes write one every period).
+    let bytes = serde_json::to_vec(&process).map_err(|e| format!("encode process: {e}"))?;
+    std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn container_dir(dir: &Path) -> Result<ContainerDir, String> {
     let id = dir
         .file_name()
         .and_then(|n| crate::ContainerId::parse(&n.to_string_lossy()))
         .ok_or_else(|| format!("{} is not a container directory", dir.display()))?;
-    let dir = ContainerDir {
+    Ok(ContainerDir {
         id,
         path: dir.to_path_buf(),
-    };
+    })
+}
+
+fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
+    let dir = container_dir(dir)?;
     if args.is_empty() {
         return Err("no command".into());
     }
@@ -68,8 +122,11 @@ fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
         stdout: dup(std::io::stdout().as_fd())?,
         stderr: dup(std::io::stderr().as_fd())?,
     };
-    let created = youki::exec(dir.id.as_str(), &dir.state_root(), args, stdio);
+    let process_json = dir.path.join(format!("exec-{}.json", std::process::id()));
+    write_process(&dir, args, ExecStdio::Inherited, &process_json)?;
+    let created = youki::exec(dir.id.as_str(), &dir.state_root(), &process_json, stdio);
     let _ = sysproc::ignore_sigpipe();
+    let _ = std::fs::remove_file(&process_json);
     let pid = created.map_err(|e| crate::monitor::error_chain(&e))?;
     let signals = sysproc::signal_fd(&[
         Signal::SIGCHLD,

@@ -7,17 +7,21 @@
 //! single-threaded helper processes (`__monitor`, `__sandbox`).
 
 pub mod atomic;
+pub mod attach;
 pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod exec;
+mod exec_tty;
 pub mod image;
 pub mod log;
 pub mod monitor;
+mod pump;
 pub mod sandbox;
 pub mod spec;
+pub mod tty;
 mod youki;
 
 pub use container::{ContainerId, Exited, Runtime, Started};
 pub use error::{Result, RuntimeError};
-pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Security, User};
+pub use spec::{ContainerConfig, Mount, Resources, SandboxRef, Seccomp, Security, Stdio, User};

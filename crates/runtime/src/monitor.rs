@@ -4,26 +4,29 @@
 //!
 //! It runs in its own session, single-threaded, and outlives the daemon that started it, so
 //! the daemon can crash or be upgraded without stopping a container or losing a log line.
+//! It serves attach on `attach.sock` (`attach.rs`): the output as it is logged, and with
+//! `stdin: true` the container's stdin (a pipe, or the pty's master with `tty: true`) kept
+//! open for clients.
 
+use crate::attach::AttachServer;
 use crate::container::{ContainerDir, ContainerId, Exited, Started};
 use crate::error::{io, Result, RuntimeError};
-use crate::log::{format_entry, now_rfc3339_nano, LineSplitter, RotatingLog, Stream};
+use crate::log::now_rfc3339_nano;
 use crate::spec::{oci_spec, ContainerConfig};
+use crate::tty::ConsoleSocket;
 use crate::{atomic, cgroup, youki};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use peapod_sys::process::{self as sysproc, Exit};
+use peapod_sys::process as sysproc;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// The root of every cgroup peapod makes, removed when the last one goes.
 pub const CGROUP_ROOT: &str = "/peapod";
 
-/// How long to keep draining the container's pipes after it exited (a process that escaped the
-/// PID namespace could hold them open forever).
-const DRAIN_AFTER_EXIT_MS: u16 = 2000;
+/// How long libcontainer's container init may take to send its terminal's master.
+const MASTER_WAIT_MS: u16 = 10_000;
 
 /// Runs the monitor for the container in `dir`; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
@@ -64,7 +67,7 @@ fn run(dir: &ContainerDir) -> Result<()> {
         })?;
     let layers: Vec<&Path> = config.layers.iter().rev().map(PathBuf::as_path).collect();
     peapod_sys::mount::overlay(&layers, &dir.upper(), &dir.work(), &dir.rootfs())?;
-    let (started, out_r, err_r) = match start(dir, &config) {
+    let (started, stdio) = match start(dir, &config) {
         Ok(v) => v,
         Err(e) => {
             cleanup(dir, &config);
@@ -75,9 +78,36 @@ fn run(dir: &ContainerDir) -> Result<()> {
     sysproc::stdout_to_null()?;
     // Supervise from a fresh image of the binary: the pages libcontainer touched are not kept
     // resident for the container's whole life (see `supervise_main`).
-    let error = exec_supervisor(dir, &out_r, &err_r);
+    let error = exec_supervisor(dir, &stdio);
     tracing::warn!(%error, "re-exec of the monitor failed; supervising in place");
-    finish(dir, &config, started, out_r, err_r)
+    finish(dir, &config, started, stdio)
+}
+
+/// The monitor's ends of the container's stdio.
+pub struct MonitorStdio {
+    /// The read end of stdout; with a terminal, the pty's master.
+    pub out: OwnedFd,
+    /// The read end of stderr; none with a terminal (it writes stderr to the terminal too).
+    pub err: Option<OwnedFd>,
+    /// With `stdin: true`, the write end of the container's stdin (with a terminal, the master
+    /// again), for attached clients.
+    pub stdin: Option<OwnedFd>,
+    /// The attach socket's listener.
+    pub attach: OwnedFd,
+}
+
+impl MonitorStdio {
+    /// The descriptors in the order `--supervise` passes them (-1 for none).
+    fn raw(&self) -> [i32; 4] {
+        use std::os::fd::AsRawFd;
+        let raw = |fd: Option<&OwnedFd>| fd.map_or(-1, |f| f.as_raw_fd());
+        [
+            self.out.as_raw_fd(),
+            raw(self.err.as_ref()),
+            raw(self.stdin.as_ref()),
+            self.attach.as_raw_fd(),
+        ]
+    }
 }
 
 /// Pumps the container's output until it exits, cleans up, records the exit.
@@ -85,24 +115,24 @@ fn finish(
     dir: &ContainerDir,
     config: &ContainerConfig,
     started: Started,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
+    stdio: MonitorStdio,
 ) -> Result<()> {
-    let result = pump(dir, config, started, out_r, err_r);
+    let result = crate::pump::pump(dir, config, started, stdio);
     cleanup(dir, config);
+    let _ = std::fs::remove_file(dir.path.join(crate::attach::ATTACH_SOCKET));
     let exited = result?;
     atomic::write_json(&dir.exited(), &exited)
 }
 
-/// Replaces this process with `peapod __monitor <dir> --supervise <out> <err>`, the pipes kept
-/// open across the exec. Keeps the PID (so the container stays our child) and the child
-/// subreaper flag. Returns only on failure.
-fn exec_supervisor(dir: &ContainerDir, out_r: &OwnedFd, err_r: &OwnedFd) -> std::io::Error {
-    use std::os::fd::AsRawFd;
+/// Replaces this process with `peapod __monitor <dir> --supervise <out> <err> <in> <attach>`,
+/// the descriptors kept open across the exec. Keeps the PID (so the container stays our child)
+/// and the child subreaper flag. Returns only on failure.
+fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
     use std::os::unix::process::CommandExt;
-    for fd in [out_r, err_r] {
+    let fds = stdio.raw();
+    for fd in fds.into_iter().filter(|fd| *fd >= 0) {
         if let Err(e) = nix::fcntl::fcntl(
-            fd.as_raw_fd(),
+            fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         ) {
             return std::io::Error::from(e);
@@ -112,14 +142,13 @@ fn exec_supervisor(dir: &ContainerDir, out_r: &OwnedFd, err_r: &OwnedFd) -> std:
         .arg(crate::container::MONITOR_SUBCOMMAND)
         .arg(&dir.path)
         .arg("--supervise")
-        .arg(out_r.as_raw_fd().to_string())
-        .arg(err_r.as_raw_fd().to_string())
+        .args(fds.map(|fd| fd.to_string()))
         .exec()
 }
 
-/// `peapod __monitor <dir> --supervise <out fd> <err fd>`: the second half of the monitor,
-/// after the re-exec: output, exit, cleanup.
-pub fn supervise_main(dir: &Path, out_fd: i32, err_fd: i32) -> i32 {
+/// `peapod __monitor <dir> --supervise <out> <err> <in> <attach>` (descriptor numbers, -1 for
+/// none): the second half of the monitor, after the re-exec: output, attach, exit, cleanup.
+pub fn supervise_main(dir: &Path, fds: [i32; 4]) -> i32 {
     let Some(id) = dir
         .file_name()
         .and_then(|n| ContainerId::parse(&n.to_string_lossy()))
@@ -140,13 +169,17 @@ pub fn supervise_main(dir: &Path, out_fd: i32, err_fd: i32) -> i32 {
         );
         return 1;
     };
-    let (Some(out_r), Some(err_r)) = (
-        peapod_sys::process::adopt_fd(out_fd),
-        peapod_sys::process::adopt_fd(err_fd),
-    ) else {
+    let adopt = peapod_sys::process::adopt_fd;
+    let (Some(out), Some(attach)) = (adopt(fds[0]), adopt(fds[3])) else {
         return 1;
     };
-    match finish(&dir, &config, started, out_r, err_r) {
+    let stdio = MonitorStdio {
+        out,
+        err: adopt(fds[1]),
+        stdin: adopt(fds[2]),
+        attach,
+    };
+    match finish(&dir, &config, started, stdio) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));
@@ -155,9 +188,9 @@ pub fn supervise_main(dir: &Path, out_fd: i32, err_fd: i32) -> i32 {
     }
 }
 
-/// Creates and starts the container; returns its start record and the read ends of its
-/// stdout and stderr.
-fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, OwnedFd, OwnedFd)> {
+/// Creates and starts the container; returns its start record and the monitor's ends of its
+/// stdio.
+fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, MonitorStdio)> {
     let mut config = config.clone();
     config.resources.oom_score_adj = config.resources.oom_score_adj.map(allowed_oom_score_adj);
     let config = &config;
@@ -166,19 +199,61 @@ fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, Owned
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
+    let attach = AttachServer::bind(&dir.path)?;
 
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let stdin: OwnedFd = File::open("/dev/null").map_err(io("/dev/null"))?.into();
+    let (stdin, stdin_w) = if config.stdio.stdin && !config.stdio.tty {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        (
+            File::open("/dev/null").map_err(io("/dev/null"))?.into(),
+            None,
+        )
+    };
     let stdio = youki::Stdio {
         stdin,
         stdout: out_w,
         stderr: err_w,
     };
+    let console = match config.stdio.tty {
+        true => Some(ConsoleSocket::bind(&dir.path, "console.sock")?),
+        false => None,
+    };
     sysproc::reset_signal_dispositions();
-    let created = youki::create_and_start(dir.id.as_str(), &dir.state_root(), &dir.bundle(), stdio);
+    let created = youki::create_and_start(
+        dir.id.as_str(),
+        &dir.state_root(),
+        &dir.bundle(),
+        stdio,
+        console.as_ref().map(|c| c.path.as_path()),
+    );
     sysproc::ignore_sigpipe()?;
     let pid = created?;
+    let stdio = match console {
+        Some(console) => {
+            let master = console.receive_master(MASTER_WAIT_MS);
+            crate::tty::remove_links_to(&dir.state_root().join(dir.id.as_str()), &console.path);
+            let master = master?;
+            let stdin = match config.stdio.stdin {
+                true => Some(master.try_clone().map_err(io("pty master"))?),
+                false => None,
+            };
+            MonitorStdio {
+                out: master,
+                err: None,
+                stdin,
+                attach: attach.into_fd(),
+            }
+        }
+        None => MonitorStdio {
+            out: out_r,
+            err: Some(err_r),
+            stdin: stdin_w,
+            attach: attach.into_fd(),
+        },
+    };
     let started = Started {
         pid,
         started_at: now_rfc3339_nano(),
@@ -193,135 +268,7 @@ fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, Owned
         Signal::SIGINT,
         Signal::SIGHUP,
     ])?);
-    Ok((started, out_r, err_r))
-}
-
-/// Pumps the container's output into its log until it exited and its pipes are drained.
-fn pump(
-    dir: &ContainerDir,
-    config: &ContainerConfig,
-    started: Started,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
-) -> Result<Exited> {
-    let pid = started.pid;
-    let limits = config.log_limits;
-    let mut log = RotatingLog::open(&config.log_path, limits.max_size, limits.max_files)
-        .map_err(io(&config.log_path))?;
-    let signals = sysproc::signal_fd(&[
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ])?;
-    let mut pipes = [
-        Some((File::from(out_r), Stream::Stdout, LineSplitter::default())),
-        Some((File::from(err_r), Stream::Stderr, LineSplitter::default())),
-    ];
-    let mut exit: Option<(Exit, String)> = None;
-    let mut log_failed_marked = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        for (reaped, how) in sysproc::reap_exited() {
-            if reaped == pid {
-                exit = Some((how, now_rfc3339_nano()));
-            }
-        }
-        if exit.is_some() && pipes.iter().all(Option::is_none) {
-            break;
-        }
-        let timeout = if exit.is_some() {
-            PollTimeout::from(DRAIN_AFTER_EXIT_MS)
-        } else {
-            PollTimeout::NONE
-        };
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        let open: Vec<usize> = (0..pipes.len()).filter(|i| pipes[*i].is_some()).collect();
-        for i in &open {
-            if let Some((file, _, _)) = &pipes[*i] {
-                fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        let ready = match poll(&mut fds, timeout) {
-            Ok(n) => n,
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => {
-                return Err(peapod_sys::SysError {
-                    op: "poll",
-                    path: "monitor".into(),
-                    source: e,
-                }
-                .into())
-            }
-        };
-        if ready == 0 {
-            break; // drained long enough after the exit
-        }
-        let revents: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
-        drop(fds);
-        if revents[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                let signo = info.ssi_signo as i32;
-                if signo != Signal::SIGCHLD as i32 && exit.is_none() {
-                    if let Ok(sig) = Signal::try_from(signo) {
-                        sysproc::kill(pid, sig)?;
-                    }
-                }
-            }
-        }
-        for (slot, i) in open.iter().enumerate() {
-            if !revents[slot + 1] {
-                continue;
-            }
-            let Some((file, stream, splitter)) = pipes[*i].as_mut() else {
-                continue;
-            };
-            let n = file.read(&mut buf).unwrap_or(0);
-            let now = now_rfc3339_nano();
-            let mut entries = splitter.push(&buf[..n]);
-            if n == 0 {
-                entries.extend(splitter.flush());
-            }
-            let lines: Vec<Vec<u8>> = entries
-                .iter()
-                .map(|entry| format_entry(&now, *stream, entry))
-                .collect();
-            log.write_lines(lines.iter().map(Vec::as_slice));
-            if log.dropped > 0 && !log_failed_marked {
-                // Best effort: on the same full disk this fails too.
-                log_failed_marked = File::create(dir.log_failed()).is_ok();
-            }
-            if n == 0 {
-                pipes[*i] = None;
-            }
-        }
-    }
-    for (file, stream, mut splitter) in pipes.into_iter().flatten() {
-        drop(file);
-        if let Some(entry) = splitter.flush() {
-            log.write_line(&format_entry(&now_rfc3339_nano(), stream, &entry));
-        }
-    }
-    log.sync();
-    if log.dropped > 0 {
-        tracing::warn!(
-            dropped = log.dropped,
-            "log lines could not be written (disk full?)"
-        );
-    }
-    let (how, finished_at) = exit.unwrap_or((Exit::Signal(9), now_rfc3339_nano()));
-    let (exit_code, signal) = match how {
-        Exit::Code(c) => (c, None),
-        Exit::Signal(s) => (128 + s, Some(s)),
-    };
-    let oom_killed = cgroup::oom_kills(&config.cgroup_path) > 0;
-    Ok(Exited {
-        exit_code,
-        signal,
-        oom_killed,
-        started_at: started.started_at,
-        finished_at,
-    })
+    Ok((started, stdio))
 }
 
 /// Cleans up after a monitor that died (was killed) before recording its container's exit:

@@ -38,6 +38,20 @@ pub struct ContainerConfig {
     pub resources: Resources,
     #[serde(default)]
     pub security: Security,
+    #[serde(default)]
+    pub stdio: Stdio,
+}
+
+/// The container's stdio beyond its log (`stdin`, `stdinOnce`, `tty` of a Pod's container):
+/// what the monitor keeps open for attach.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stdio {
+    /// The container reads a stdin that attached clients write to (else /dev/null).
+    pub stdin: bool,
+    /// stdin is closed when the first attached client's stdin ends.
+    pub stdin_once: bool,
+    /// The container's stdio is a terminal made in the container.
+    pub tty: bool,
 }
 
 /// Cgroup limits, already in the kernel's units.
@@ -59,6 +73,19 @@ pub struct Security {
     pub no_new_privileges: bool,
     /// No masked or read-only paths, /sys writable, every device allowed.
     pub privileged: bool,
+    /// The seccomp filter (`securityContext.seccompProfile`); a privileged container has none.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+}
+
+/// Which seccomp filter a container's processes run under.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Seccomp {
+    /// No filter (Kubernetes' default unless the pod asks).
+    #[default]
+    Unconfined,
+    /// The runtime's default profile: [`runtime_default_profile`].
+    RuntimeDefault,
 }
 
 impl Default for Security {
@@ -67,6 +94,7 @@ impl Default for Security {
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             no_new_privileges: false,
             privileged: false,
+            seccomp: Seccomp::Unconfined,
         }
     }
 }
@@ -167,24 +195,32 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
             "options": options,
         }));
     }
+    // A terminal's programs expect TERM (containerd sets it for `tty: true` containers too).
+    let mut env = config.env.clone();
+    if config.stdio.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.stdio.tty,
             "user": {
                 "uid": config.user.uid,
                 "gid": config.user.gid,
                 "additionalGids": config.user.additional_gids,
             },
             "args": config.args,
-            "env": config.env,
+            "env": env,
             "cwd": config.cwd,
             "capabilities": {
                 "bounding": caps,
                 "effective": caps,
                 "permitted": caps,
             },
-            "noNewPrivileges": config.security.no_new_privileges,
+            // Absent rather than false: libcontainer loads a seccomp filter while the process
+            // still holds CAP_SYS_ADMIN only when the field is absent (without no_new_privs,
+            // loading it after the capabilities are dropped fails).
+            "noNewPrivileges": config.security.no_new_privileges.then_some(true),
             "oomScoreAdj": config.resources.oom_score_adj,
         },
         "root": {"path": rootfs, "readonly": config.read_only_rootfs},
@@ -201,7 +237,113 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
             "maskedPaths": if privileged { &[][..] } else { &MASKED_PATHS[..] },
             "readonlyPaths": if privileged { &[][..] } else { &READONLY_PATHS[..] },
             "resources": resources(&config.resources, privileged),
+            "seccomp": match config.security.seccomp {
+                Seccomp::RuntimeDefault if !privileged => runtime_default_profile(caps),
+                _ => Value::Null,
+            },
         },
+    })
+}
+
+/// Syscalls the default profile refuses whatever the capabilities: kernel keyrings, kexec,
+/// obsolete or 32-bit-only calls, userfaultfd, clock and module calls of other namespaces.
+const ALWAYS_DENIED: &[&str] = &[
+    "add_key",
+    "keyctl",
+    "request_key",
+    "kexec_load",
+    "kexec_file_load",
+    "nfsservctl",
+    "query_module",
+    "create_module",
+    "get_kernel_syms",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "vm86",
+    "vm86old",
+    "swapon",
+    "swapoff",
+];
+
+/// Syscalls the default profile allows only to a container holding the capability, as
+/// containerd's generated profile does.
+const DENIED_WITHOUT: &[(&str, &[&str])] = &[
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            "bpf",
+            "fanotify_init",
+            "lookup_dcookie",
+            "mount",
+            "umount",
+            "umount2",
+            "move_mount",
+            "open_tree",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "mount_setattr",
+            "name_to_handle_at",
+            "perf_event_open",
+            "quotactl",
+            "quotactl_fd",
+            "setdomainname",
+            "sethostname",
+            "setns",
+            "unshare",
+            "pivot_root",
+            "syslog",
+        ],
+    ),
+    ("CAP_SYS_BOOT", &["reboot"]),
+    (
+        "CAP_SYS_MODULE",
+        &["init_module", "finit_module", "delete_module"],
+    ),
+    ("CAP_SYS_PACCT", &["acct"]),
+    (
+        "CAP_SYS_PTRACE",
+        &[
+            "kcmp",
+            "process_vm_readv",
+            "process_vm_writev",
+            "ptrace",
+            "pidfd_getfd",
+        ],
+    ),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    (
+        "CAP_SYS_TIME",
+        &["settimeofday", "stime", "clock_settime", "clock_adjtime"],
+    ),
+    (
+        "CAP_SYS_NICE",
+        &["get_mempolicy", "mbind", "set_mempolicy", "move_pages"],
+    ),
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+];
+
+/// `seccompProfile: RuntimeDefault`: every syscall allowed except those of [`ALWAYS_DENIED`]
+/// and, without the capability that makes them safe, [`DENIED_WITHOUT`], which fail with EPERM.
+/// The same calls containerd's default profile refuses to an unprivileged container, written
+/// as a deny list: containerd lists the ~350 allowed calls instead, so a syscall newer than its
+/// list is refused there and allowed here.
+/// <https://kubernetes.io/docs/tutorials/security/seccomp/>
+pub fn runtime_default_profile(caps: &[String]) -> Value {
+    let mut names: Vec<&str> = ALWAYS_DENIED.to_vec();
+    for (cap, calls) in DENIED_WITHOUT {
+        if !caps.iter().any(|c| c == cap) {
+            names.extend_from_slice(calls);
+        }
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
     })
 }
 
@@ -268,6 +410,7 @@ mod tests {
                 oom_score_adj: None,
             },
             security: Security::default(),
+            stdio: Stdio::default(),
         }
     }
 
@@ -281,6 +424,23 @@ mod tests {
         assert_eq!(ns.len(), 5);
         assert_eq!(value["linux"]["namespaces"][2]["path"], "/n");
         assert_eq!(value["process"]["user"]["uid"], 1000);
+    }
+
+    #[test]
+    fn a_terminal_is_asked_for_with_term_set() {
+        assert_eq!(oci_spec(&config(), "rootfs")["process"]["terminal"], false);
+        let mut tty = config();
+        tty.stdio = Stdio {
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        };
+        let value = oci_spec(&tty, "rootfs");
+        assert_eq!(value["process"]["terminal"], true);
+        assert_eq!(value["process"]["env"], json!(["PATH=/bin", "TERM=xterm"]));
+        tty.env.push("TERM=vt100".into());
+        let env = &oci_spec(&tty, "rootfs")["process"]["env"];
+        assert_eq!(env, &json!(["PATH=/bin", "TERM=vt100"]));
     }
 
     #[test]
@@ -323,5 +483,33 @@ mod tests {
             .as_array()
             .expect("options")
             .contains(&json!("ro")));
+    }
+
+    #[test]
+    fn runtime_default_seccomp_depends_on_capabilities_and_privilege() {
+        let mut c = config();
+        assert!(oci_spec(&c, "/r")["linux"]["seccomp"].is_null());
+        c.security.seccomp = Seccomp::RuntimeDefault;
+        let spec = oci_spec(&c, "/r");
+        let denied = &spec["linux"]["seccomp"]["syscalls"][0]["names"];
+        let has = |name: &str| {
+            denied
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == name))
+        };
+        assert!(has("keyctl") && has("mount") && has("ptrace") && has("unshare"));
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert!(spec["process"]["noNewPrivileges"].is_null());
+        c.security.capabilities.push("CAP_SYS_ADMIN".into());
+        let spec = oci_spec(&c, "/r");
+        let denied = &spec["linux"]["seccomp"]["syscalls"][0]["names"];
+        let has = |name: &str| {
+            denied
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == name))
+        };
+        assert!(has("keyctl") && !has("mount") && !has("unshare"));
+        c.security.privileged = true;
+        assert!(oci_spec(&c, "/r")["linux"]["seccomp"].is_null());
     }
 }

@@ -9,8 +9,10 @@ pub mod fs;
 pub mod init;
 pub mod mount;
 pub mod net;
+pub mod netlink;
 pub mod ns;
 pub mod process;
+pub mod tty;
 
 /// A failed syscall, with what it was doing.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,9 @@
 //!   the sweep that removes it.
 //! - [`daemon`]: `peapod serve` on a temporary root, kubectl bound to it, and its teardown.
 //! - [`client`]: a blocking HTTPS client of the daemon's API (many requests, raw watches).
+//! - [`expect`]: kubectl commands that must succeed (now, or within a deadline); a GET.
+//! - [`python`]: the Python `kubernetes` client in a venv.
+//! - [`terminal`]: a program driven on a pseudo-terminal (`kubectl exec -it`, `attach -it`).
 //!
 //! Waits poll with deadlines ([`poll_until`]), never a bare `sleep`.
 
@@ -15,12 +18,16 @@ pub mod binaries;
 pub mod client;
 pub mod command;
 pub mod daemon;
+pub mod expect;
 pub mod host;
+pub mod python;
+pub mod terminal;
 
 pub use binaries::{busybox_archive, kubectl_bin, peapod_bin, workspace, KUBECTL_DIR, LATEST};
 pub use client::{ApiClient, Conn, Response, Watch};
 pub use command::{drain, run_command, run_with_input, Out, Running};
 pub use daemon::{Daemon, Leftovers, COMMAND_TIMEOUT, POD_TIMEOUT};
+pub use expect::http_get;
 pub use host::{
     cgroup_processes, cmdline, entries, mounts_under, peapod_processes_under, pod_cgroup_dirs,
     pod_cgroup_processes, processes, processes_mentioning, sweep,

@@ -18,11 +18,10 @@
 //! own: the kubectl command timeout bounds them, and the network answers refusals at once.
 
 use peapod_e2e::{
-    mounts_under, peapod_processes_under, poll_every, root_tempdir, run_with_input, Daemon,
-    Leftovers, Out, LATEST,
+    http_get, mounts_under, peapod_processes_under, poll_every, root_tempdir, run_with_input,
+    Daemon, Leftovers, Out, LATEST,
 };
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -88,16 +87,41 @@ fn processes_of(root: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// One `GET /` on 127.0.0.1:`port`: the body when the answer is 200.
-fn http_get(port: u16) -> Option<String> {
-    let timeout = Duration::from_secs(2);
-    let mut s = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    write!(s, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+/// What the fake upstream resolver answers for every A query.
+const UPSTREAM_ANSWER: &str = "192.0.2.7";
+
+/// A resolver on loopback standing for the host's: every A query gets `UPSTREAM_ANSWER`,
+/// others an empty answer. Its thread ends with the test process.
+fn fake_upstream() -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind upstream");
+    let addr = sock.local_addr().expect("upstream address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if let Some(reply) = upstream_reply(&buf[..n]) {
+                let _ = sock.send_to(&reply, peer);
+            }
+        }
+    });
+    addr
+}
+
+/// The reply to one query: its header and question, and an A record when it asked for one.
+fn upstream_reply(q: &[u8]) -> Option<Vec<u8>> {
+    let mut end = 12;
+    while *q.get(end)? != 0 {
+        end += 1 + usize::from(q[end]);
+    }
+    end += 5; // the root label, QTYPE, QCLASS
+    let question = q.get(12..end)?;
+    let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+    let mut r = vec![q[0], q[1], 0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0];
+    r.extend_from_slice(question);
+    if is_a {
+        // The name by pointer to the question, A, IN, TTL 60, four bytes.
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+    }
+    Some(r)
 }
 
 /// `peapod serve` on a temporary root and a network of its own.
@@ -112,7 +136,9 @@ impl Cluster {
             d: Daemon::new(dir, Leftovers::Peapod),
         };
         c.remove_network();
+        let upstream = fake_upstream().to_string();
         c.d.serve(&[
+            ("PEAPOD_DNS_UPSTREAM", upstream.as_str()),
             ("PEAPOD_BRIDGE", BRIDGE),
             ("PEAPOD_POD_CIDR", "10.124.0.0/24"),
             ("PEAPOD_SERVICE_CIDR", SERVICE_CIDR),
@@ -192,9 +218,11 @@ impl Cluster {
                 let _ = Command::new("ip").args(["link", "del", &link]).output();
             }
         }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
-            .output();
+        for table in [TABLE.to_string(), format!("{BRIDGE}_guard")] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .output();
+        }
     }
 
     fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
@@ -323,6 +351,28 @@ fn pod_ips_services_dns_and_node_ports() {
         ],
         |s| s == web_ip,
     );
+    // The same endpoints as an EndpointSlice, which kubectl 1.31+ describes the Service from.
+    c.ok_until(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[0].addresses[0]} {.items[0].ports[0].port}",
+        ],
+        |s| s == format!("{web_ip} 80"),
+    );
+    let table = c.ok(&["get", "endpointslices"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("IPv4") && table.contains(&web_ip),
+        "{table}"
+    );
+    let described = c.ok(&["describe", "service", "web"]);
+    assert!(
+        described.contains("Endpoints:") && described.contains(&format!("{web_ip}:80")),
+        "{described}"
+    );
     let body = c.ok_until(
         &[
             "exec",
@@ -353,6 +403,41 @@ fn pod_ips_services_dns_and_node_ports() {
         "no-such-service.default.svc.cluster.local",
     ]);
     assert!(!nx.status.success(), "{}", text(&nx));
+    // A name outside the cluster goes to the upstream resolver (the test's, on loopback).
+    let external = c.ok_until(
+        &["exec", "client", "--", "nslookup", "peapod-upstream.test"],
+        |s| s.contains(UPSTREAM_ANSWER),
+    );
+    assert!(external.contains(UPSTREAM_ANSWER), "{external}");
+    // An ExternalName Service is an alias (CNAME) for its external name.
+    c.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=peapod-upstream.test",
+    ]);
+    let alias = c.ok_until(
+        &[
+            "exec",
+            "client",
+            "--",
+            "nslookup",
+            "ext.default.svc.cluster.local",
+        ],
+        |s| s.contains("canonical name = peapod-upstream.test"),
+    );
+    assert!(alias.contains("canonical name"), "{alias}");
+    // `kubectl create service` sends protobuf.
+    c.ok(&["create", "service", "clusterip", "made", "--tcp=81:8080"]);
+    let made = c.ok(&[
+        "get",
+        "service",
+        "made",
+        "-o",
+        "jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector.app}",
+    ]);
+    assert_eq!(made, "ClusterIP 81 8080 made");
 
     // NodePort from the host.
     c.ok(&[
@@ -382,7 +467,7 @@ fn pod_ips_services_dns_and_node_ports() {
     assert_eq!(body, "hello-from-web\n");
 
     // Deleting a Service removes its rules and Endpoints.
-    c.ok(&["delete", "svc", "web-np", "web"]);
+    c.ok(&["delete", "svc", "web-np", "web", "ext", "made"]);
     c.ok_until(&["get", "endpoints", "-o", "name"], |s| s.trim().is_empty());
     assert!(
         poll_until(Instant::now() + TIMEOUT, || http_get(node_port)
@@ -412,8 +497,26 @@ fn pod_ips_services_dns_and_node_ports() {
         "daemon exit {status:?}\n{}",
         c.log()
     );
-    assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
     assert!(!nft_table_exists(), "nft table {TABLE} left");
+    // The bridge is node setup and stays (as a CNI bridge does) until it is removed.
+    assert_eq!(links(BRIDGE), vec![BRIDGE.to_string()], "bridge kept");
+    let removed = Command::new(peapod_e2e::binaries::peapod_bin())
+        .args(["network", "remove"])
+        .env("PEAPOD_ROOT", &c.d.root)
+        .env("PEAPOD_BRIDGE", BRIDGE)
+        .output()
+        .expect("run peapod network remove");
+    assert!(
+        removed.status.success(),
+        "peapod network remove: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(links(BRIDGE).is_empty(), "bridge {BRIDGE} left");
+    let guard = Command::new("nft")
+        .args(["list", "table", "ip", &format!("{BRIDGE}_guard")])
+        .output()
+        .expect("nft");
+    assert!(!guard.status.success(), "guard table left");
     assert!(!service_route_exists(), "route {SERVICE_CIDR} left");
     assert_eq!(processes_of(&c.d.root), Vec::<i32>::new(), "processes left");
     assert_eq!(

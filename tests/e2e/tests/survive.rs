@@ -212,8 +212,17 @@ impl Node {
             Vec::<String>::new(),
             "veths left"
         );
-        assert_eq!(links(&net.bridge()), Vec::<String>::new(), "bridge left");
         assert!(!net.table_exists(), "nftables table {} left", net.table());
+        // The bridge is node setup and outlives the daemon until `peapod network remove`.
+        assert_eq!(links(&net.bridge()), vec![net.bridge()], "bridge kept");
+        let removed = Command::new(peapod_e2e::peapod_bin())
+            .args(["network", "remove"])
+            .env("PEAPOD_ROOT", &self.d.root)
+            .env("PEAPOD_BRIDGE", net.bridge())
+            .output()
+            .expect("run peapod network remove");
+        assert!(removed.status.success(), "{removed:?}");
+        assert_eq!(links(&net.bridge()), Vec::<String>::new(), "bridge left");
     }
 }
 

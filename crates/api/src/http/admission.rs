@@ -181,6 +181,22 @@ pub fn admit_create(
             }
             v
         }
+        "EndpointSlice" if resource.group == "discovery.k8s.io" => {
+            let (_, v) = typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+                &object,
+                mode,
+                &mut warnings,
+            )?;
+            check_name(resource, &name)?;
+            if v["addressType"].as_str().unwrap_or("").is_empty() {
+                return Err(invalid(
+                    resource,
+                    &name,
+                    vec![FieldError::required(FieldPath::root("addressType"))],
+                ));
+            }
+            v
+        }
         "Namespace" => {
             let mut v = object;
             if let Err(detail) = dns1123_label(&name) {
@@ -199,32 +215,39 @@ pub fn admit_create(
             v
         }
         _ => {
-            if name.is_empty() {
-                return Err(invalid(
-                    resource,
-                    &name,
-                    vec![FieldError::required(
-                        FieldPath::root("metadata").child("name"),
-                    )],
-                ));
-            }
-            if let Err(detail) = dns1123_subdomain(&name) {
-                if resource.kind != "Event" {
-                    return Err(invalid(
-                        resource,
-                        &name,
-                        vec![FieldError::invalid(
-                            FieldPath::root("metadata").child("name"),
-                            &name,
-                            detail,
-                        )],
-                    ));
-                }
-            }
+            check_name(resource, &name)?;
             object
         }
     };
     Ok(Admitted { object, warnings })
+}
+
+/// A name is required and a DNS subdomain (an Event's is not checked: clients derive it from
+/// the object's name).
+fn check_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(invalid(
+            resource,
+            name,
+            vec![FieldError::required(
+                FieldPath::root("metadata").child("name"),
+            )],
+        ));
+    }
+    if let Err(detail) = dns1123_subdomain(name) {
+        if resource.kind != "Event" {
+            return Err(invalid(
+                resource,
+                name,
+                vec![FieldError::invalid(
+                    FieldPath::root("metadata").child("name"),
+                    name,
+                    detail,
+                )],
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Admits an update of `old` to `new` (full replacement); status-only when `status_only`.

@@ -28,6 +28,14 @@ pub enum ApiError {
         name: String,
         causes: Vec<FieldError>,
     },
+    /// Server-side apply met fields other managers own: the message names them, and each
+    /// cause is (`conflict with "m" using v1`, the field's path).
+    FieldConflict {
+        kind: String,
+        name: String,
+        message: String,
+        causes: Vec<(String, String)>,
+    },
     BadRequest {
         message: String,
     },
@@ -77,6 +85,7 @@ impl ApiError {
                 "Conflict",
                 format!("Operation cannot be fulfilled on {kind} {name:?}: {message}"),
             ),
+            ApiError::FieldConflict { message, .. } => (StatusCode::CONFLICT, "Conflict", message.clone()),
             ApiError::Invalid { kind, name, causes } => {
                 let list: Vec<String> = causes.iter().map(ToString::to_string).collect();
                 let msg = match list.len() {
@@ -125,6 +134,15 @@ impl ApiError {
             | ApiError::AlreadyExists { kind, name }
             | ApiError::Conflict { kind, name, .. } => {
                 status["details"] = json!({"name": name, "kind": kind});
+            }
+            ApiError::FieldConflict {
+                kind, name, causes, ..
+            } => {
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|(message, field)| json!({"type": "FieldManagerConflict", "message": message, "field": field}))
+                    .collect();
+                status["details"] = json!({"name": name, "kind": kind, "causes": causes});
             }
             ApiError::Invalid { kind, name, causes } => {
                 let causes: Vec<Value> = causes

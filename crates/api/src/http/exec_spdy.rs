@@ -6,9 +6,11 @@
 //! (<https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/kubelet/pkg/cri/streaming/remotecommand/httpstream.go>):
 //! `v4.channel.k8s.io` a `Status` (`Success`, or `NonZeroExitCode` carrying the code, which
 //! kubectl exits with); `v3` and older only a failure's message as text. `v5` is WebSocket-only.
+//! With a TTY, keystrokes and the `resize` stream's sizes go to the helper as frames (see
+//! `exec.rs`).
 
 use super::error::ApiError;
-use super::exec::{exit_status, ExecOptions};
+use super::exec::{exit_status, take_sizes, tty_frame, ExecOptions, TerminalSize, TTY_INPUT};
 use super::spdy::{self, Session, Stream, StreamReader, StreamWriter, RST_PROTOCOL_ERROR};
 use axum::extract::Request;
 use axum::response::Response;
@@ -181,8 +183,9 @@ async fn execute(cmd: std::process::Command, opts: &ExecOptions, io: Io) -> Valu
     };
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let mut command = tokio::process::Command::from(cmd);
+    // With a TTY the helper's stdin also carries the window sizes.
     command
-        .stdin(piped(io.stdin.is_some()))
+        .stdin(piped(io.stdin.is_some() || opts.tty))
         .stdout(piped(io.stdout.is_some()))
         .stderr(piped(err_to.is_some()))
         .kill_on_drop(false);
@@ -193,8 +196,16 @@ async fn execute(cmd: std::process::Command, opts: &ExecOptions, io: Io) -> Valu
         }
     };
     let mut guard = super::exec::EndOnDrop(child.id());
-    let feed = feed_stdin(io.stdin, child.stdin.take());
-    let drain_resize = drain(io.resize);
+    let pipe = child.stdin.take();
+    let tty = opts.tty;
+    let (stdin, resize) = (io.stdin, io.resize);
+    let input = async move {
+        if tty {
+            feed_terminal(stdin, resize, pipe).await;
+        } else {
+            tokio::join!(feed_stdin(stdin, pipe), drain(resize));
+        }
+    };
     let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
     let main = async {
         tokio::join!(copy(out_pipe, io.stdout.clone()), copy(err_pipe, err_to));
@@ -205,7 +216,7 @@ async fn execute(cmd: std::process::Command, opts: &ExecOptions, io: Io) -> Valu
     };
     // stdin and resize are read for as long as the command runs, whether or not they end.
     let background = async {
-        tokio::join!(feed, drain_resize);
+        input.await;
         std::future::pending::<()>().await
     };
     let status = tokio::select! {
@@ -230,7 +241,45 @@ async fn feed_stdin(from: Option<StreamReader>, pipe: Option<tokio::process::Chi
     }
 }
 
-/// Terminal sizes (`{"Width":W,"Height":H}`): no terminal here, so they are read and dropped.
+/// Keystrokes and terminal sizes (`{"Width":W,"Height":H}`, one JSON object after the other)
+/// into the helper as frames, until both streams end; the pipe stays open meanwhile.
+async fn feed_terminal(
+    mut stdin: Option<StreamReader>,
+    mut resize: Option<StreamReader>,
+    mut pipe: Option<tokio::process::ChildStdin>,
+) {
+    let mut sizes = Vec::new();
+    while stdin.is_some() || resize.is_some() {
+        let bytes = tokio::select! {
+            chunk = recv(&mut stdin) => match chunk {
+                Some(chunk) => tty_frame(TTY_INPUT, &chunk),
+                None => { stdin = None; continue }
+            },
+            chunk = recv(&mut resize) => match chunk {
+                Some(chunk) => {
+                    sizes.extend_from_slice(&chunk);
+                    take_sizes(&mut sizes).iter().flat_map(TerminalSize::frame).collect()
+                }
+                None => { resize = None; continue }
+            },
+        };
+        if let Some(p) = pipe.as_mut() {
+            if p.write_all(&bytes).await.is_err() {
+                pipe = None;
+            }
+        }
+    }
+}
+
+/// The next chunk of a stream; never, for a stream that is not there.
+async fn recv(from: &mut Option<StreamReader>) -> Option<Bytes> {
+    match from {
+        Some(from) => from.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Terminal sizes without a terminal: read and dropped.
 async fn drain(from: Option<StreamReader>) {
     if let Some(mut from) = from {
         while from.recv().await.is_some() {}

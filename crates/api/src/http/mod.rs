@@ -28,14 +28,26 @@ use std::sync::Arc;
 
 /// What the node (kubelet) offers the API: container logs.
 pub trait NodeBackend: Send + Sync + 'static {
-    /// The command that runs `command` inside the running container (`kubectl exec`); its stdio
-    /// is the caller's to set.
+    /// The command that runs `exec.command` inside the running container (`kubectl exec`); its
+    /// stdio is the caller's to set. With `exec.tty` the process gets a terminal: the command's
+    /// stdin then carries [`exec::tty_frame`]s, its stdout is the terminal's output.
     fn exec_command(
         &self,
         uid: &str,
         pod: &str,
         container: &str,
-        command: &[String],
+        exec: &exec::ExecOptions,
+    ) -> Result<std::process::Command, ApiError>;
+
+    /// The command that attaches to the running container's own stdio (`kubectl attach`), set
+    /// up like [`NodeBackend::exec_command`]'s: stdin (framed with `attach.tty`), stdout and
+    /// stderr; it ends when the container does.
+    fn attach_command(
+        &self,
+        uid: &str,
+        pod: &str,
+        container: &str,
+        attach: &exec::ExecOptions,
     ) -> Result<std::process::Command, ApiError>;
 
     /// A TCP connection to `localhost:port` inside the pod's network namespace (port-forward).

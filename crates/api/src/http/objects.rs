@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::registry::Resource;
 use super::table::{table, IncludeObject};
 use super::{json, ApiState, MAX_BODY};
+use crate::managed;
 use crate::patch::{apply_patch, PatchType};
 use crate::store::{ListOptions, ObjectKey};
 use axum::extract::Request;
@@ -77,10 +78,21 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
 pub async fn dispatch(
     state: &ApiState,
     target: Target,
-    params: HashMap<String, String>,
+    mut params: HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let method = req.method().clone();
+    if !params.contains_key("fieldManager") {
+        // As the API server: the User-Agent up to its first '/' (`kubectl`, `python-requests`).
+        let agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|a| a.to_str().ok())
+            .and_then(|a| a.split('/').next())
+            .filter(|a| !a.is_empty())
+            .unwrap_or("unknown");
+        params.insert("fieldManager".into(), agent.to_string());
+    }
     let sub = target.sub.clone();
     match (&method, target.name.as_deref(), sub.as_deref()) {
         (&Method::GET, None, None)
@@ -104,19 +116,20 @@ pub async fn dispatch(
         }
         (&Method::DELETE, Some(name), None) => delete(state, &target, name, &params, req).await,
         (&Method::DELETE, None, None) => delete_collection(state, &target, &params),
-        (&Method::GET | &Method::POST, Some(name), Some("exec"))
+        (&Method::GET | &Method::POST, Some(name), Some(sub @ ("exec" | "attach")))
             if target.resource.kind == "Pod" =>
         {
-            super::exec::exec(state, &target, name, req).await
+            let verb = match sub {
+                "exec" => super::exec::Verb::Exec,
+                _ => super::exec::Verb::Attach,
+            };
+            super::exec::exec(state, &target, name, verb, req).await
         }
         (&Method::GET | &Method::POST, Some(name), Some("portforward"))
             if target.resource.kind == "Pod" =>
         {
             super::portforward::portforward(state, &target, name, req).await
         }
-        (_, Some(_), Some(sub @ "attach")) => Err(ApiError::bad_request(format!(
-            "pods/{sub} is not supported by this peapod yet"
-        ))),
         _ => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
         }),
@@ -300,7 +313,37 @@ async fn create(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (_, body) = read_body(req).await?;
-    create_object(state, target, params, body)
+    create_object(state, target, params, body, Ownership::Update)
+}
+
+/// How a write changes field ownership (`managed.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    /// The writer takes the fields it changed.
+    Update,
+    /// Server-side apply: the writer owns exactly what it applied; conflicts unless forced.
+    Apply { force: bool },
+}
+
+fn field_manager(params: &HashMap<String, String>) -> &str {
+    params.get("fieldManager").map_or("unknown", String::as_str)
+}
+
+fn conflict_error(target: &Target, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
+    ApiError::FieldConflict {
+        kind: target.resource.plural.to_string(),
+        name: name.to_string(),
+        message: managed::conflict_message(conflicts),
+        causes: conflicts
+            .iter()
+            .map(|c| {
+                (
+                    format!("conflict with {:?} using {}", c.manager, c.api_version),
+                    managed::display(&c.path),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// Admits and stores a new object (only admits it under `dryRun=All`); 201 with the object.
@@ -309,15 +352,29 @@ fn create_object(
     target: &Target,
     params: &HashMap<String, String>,
     body: Value,
+    ownership: Ownership,
 ) -> Result<Response, ApiError> {
     ensure_namespace(state, target)?;
-    let admitted = admit_create(
+    let config = body.clone();
+    let mut admitted = admit_create(
         target.resource,
         target.namespace.as_deref(),
         body,
         validation(params),
         &state.node_name,
     )?;
+    let (kind, manager, now) = (target.resource.kind, field_manager(params), now_rfc3339());
+    match ownership {
+        Ownership::Update => managed::update(kind, None, &mut admitted.object, manager, &now),
+        Ownership::Apply { force } => {
+            let mut fresh = admitted.object.clone();
+            managed::set_entries(&mut fresh, &[]);
+            let name = fresh["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let applied = managed::apply(kind, &fresh, &config, manager, force, &now)
+                .map_err(|c| conflict_error(target, &name, &c))?;
+            managed::set_entries(&mut admitted.object, &applied.entries);
+        }
+    }
     let name = admitted.object["metadata"]["name"]
         .as_str()
         .unwrap_or("")
@@ -347,7 +404,7 @@ async fn update(
         .get(&key)?
         .ok_or_else(|| not_found(target, name))?;
     let status_only = target.sub.as_deref() == Some("status");
-    let admitted = admit_update(
+    let mut admitted = admit_update(
         target.resource,
         &old,
         body,
@@ -355,6 +412,14 @@ async fn update(
         status_only,
         &state.node_name,
     )?;
+    let (kind, manager) = (target.resource.kind, field_manager(params));
+    managed::update(
+        kind,
+        Some(&old),
+        &mut admitted.object,
+        manager,
+        &now_rfc3339(),
+    );
     if dry_run(params) {
         return Ok(json(StatusCode::OK, &admitted.object));
     }
@@ -422,6 +487,7 @@ async fn patch(
         patch_type,
         status_only,
         pinned,
+        ownership: Ownership::Update,
     };
     patch_stored(state, target, name, params, &spec)
 }
@@ -433,6 +499,7 @@ struct PatchSpec<'a> {
     status_only: bool,
     /// The patch names a resourceVersion: a concurrent write is then the client's conflict.
     pinned: bool,
+    ownership: Ownership,
 }
 
 /// Applies a patch to the stored object and writes it. A patch that names no resourceVersion
@@ -451,9 +518,16 @@ fn patch_stored(
             .store
             .get(&key)?
             .ok_or_else(|| not_found(target, name))?;
-        let patched = apply_patch(target.resource.kind, &old, spec.body, spec.patch_type)
+        let (kind, manager, now) = (target.resource.kind, field_manager(params), now_rfc3339());
+        let mut patched = apply_patch(kind, &old, spec.body, spec.patch_type)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let admitted = admit_update(
+        if let Ownership::Apply { force } = spec.ownership {
+            let applied = managed::apply(kind, &old, spec.body, manager, force, &now)
+                .map_err(|c| conflict_error(target, name, &c))?;
+            managed::remove_fields(&mut patched, &applied.removed);
+            managed::set_entries(&mut patched, &applied.entries);
+        }
+        let mut admitted = admit_update(
             target.resource,
             &old,
             patched,
@@ -461,6 +535,9 @@ fn patch_stored(
             spec.status_only,
             &state.node_name,
         )?;
+        if spec.ownership == Ownership::Update {
+            managed::update(kind, Some(&old), &mut admitted.object, manager, &now);
+        }
         if dry_run(params) {
             return Ok(json(StatusCode::OK, &admitted.object));
         }
@@ -486,7 +563,8 @@ fn patch_stored(
 }
 
 /// `kubectl apply --server-side`: creates, or merges the applied configuration into the live
-/// object. Field ownership (managedFields, conflicts) is not tracked yet.
+/// object, with field ownership by manager (`managed.rs`): a conflict is a 409 unless
+/// `force=true`.
 async fn apply_server_side(
     state: &ApiState,
     target: &Target,
@@ -495,14 +573,17 @@ async fn apply_server_side(
     body: Value,
 ) -> Result<Response, ApiError> {
     let key = target.key(name);
+    let force = params.get("force").is_some_and(|f| f == "true");
+    let ownership = Ownership::Apply { force };
     match state.store.get(&key)? {
-        None => create_object(state, target, params, body),
+        None => create_object(state, target, params, body, ownership),
         Some(_) => {
             let spec = PatchSpec {
                 body: &body,
                 patch_type: PatchType::StrategicMerge,
                 status_only: false,
                 pinned: false,
+                ownership,
             };
             patch_stored(state, target, name, params, &spec)
         }

@@ -131,6 +131,28 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        short_names: &["sc"],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -175,7 +197,12 @@ mod tests {
         assert!(lookup("", "v1", "deployments").is_none());
         assert_eq!(
             groups(),
-            vec![("events.k8s.io", "v1"), ("coordination.k8s.io", "v1")]
+            vec![
+                ("events.k8s.io", "v1"),
+                ("discovery.k8s.io", "v1"),
+                ("storage.k8s.io", "v1"),
+                ("coordination.k8s.io", "v1")
+            ]
         );
     }
 }

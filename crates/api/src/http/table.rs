@@ -75,6 +75,48 @@ fn columns(resource: &str) -> Vec<Column> {
             ("Count", "string", "", 1),
             ("Name", "string", "name", 1),
         ],
+        "endpoints" => vec![
+            ("Name", "string", "name", 0),
+            ("Endpoints", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "endpointslices" => vec![
+            ("Name", "string", "name", 0),
+            ("AddressType", "string", "", 0),
+            ("Ports", "string", "", 0),
+            ("Endpoints", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "storageclasses" => vec![
+            ("Name", "string", "name", 0),
+            ("Provisioner", "string", "", 0),
+            ("ReclaimPolicy", "string", "", 0),
+            ("VolumeBindingMode", "string", "", 0),
+            ("AllowVolumeExpansion", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "persistentvolumeclaims" => vec![
+            ("Name", "string", "name", 0),
+            ("Status", "string", "", 0),
+            ("Volume", "string", "", 0),
+            ("Capacity", "string", "", 0),
+            ("Access Modes", "string", "", 0),
+            ("StorageClass", "string", "", 0),
+            ("Age", "string", "", 0),
+            ("VolumeMode", "string", "", 1),
+        ],
+        "persistentvolumes" => vec![
+            ("Name", "string", "name", 0),
+            ("Capacity", "string", "", 0),
+            ("Access Modes", "string", "", 0),
+            ("Reclaim Policy", "string", "", 0),
+            ("Status", "string", "", 0),
+            ("Claim", "string", "", 0),
+            ("StorageClass", "string", "", 0),
+            ("Reason", "string", "", 0),
+            ("Age", "string", "", 0),
+            ("VolumeMode", "string", "", 1),
+        ],
         "nodes" => vec![
             ("Name", "string", "name", 0),
             ("Status", "string", "", 0),
@@ -167,6 +209,112 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
                 }),
             ]
         }
+        "endpoints" => {
+            let mut shown = Vec::new();
+            for subset in o
+                .get("subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64())
+                    .collect();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = a["ip"].as_str().unwrap_or("");
+                    if ports.is_empty() {
+                        shown.push(ip.to_string());
+                    }
+                    shown.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            vec![name, json!(first_three(&shown)), created]
+        }
+        "endpointslices" => {
+            let ports: Vec<String> = o
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    p["port"]
+                        .as_i64()
+                        .map_or("<unset>".into(), |n| n.to_string())
+                })
+                .collect();
+            let addresses: Vec<String> = o
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                name,
+                json!(s(o, "/addressType")),
+                json!(first_three(&ports)),
+                json!(first_three(&addresses)),
+                created,
+            ]
+        }
+        "storageclasses" => {
+            let default = s(
+                o,
+                "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+            ) == "true";
+            let shown = if default {
+                format!("{} (default)", s(o, "/metadata/name"))
+            } else {
+                s(o, "/metadata/name").to_string()
+            };
+            vec![
+                json!(shown),
+                json!(s(o, "/provisioner")),
+                json!(none_if_empty(s(o, "/reclaimPolicy")).replace("<none>", "Delete")),
+                json!(none_if_empty(s(o, "/volumeBindingMode")).replace("<none>", "Immediate")),
+                json!(o
+                    .get("allowVolumeExpansion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string()),
+                created,
+            ]
+        }
+        "persistentvolumeclaims" => vec![
+            name,
+            json!(s(o, "/status/phase")),
+            json!(s(o, "/spec/volumeName")),
+            json!(s(o, "/status/capacity/storage")),
+            json!(access_modes(o.pointer("/status/accessModes"))),
+            json!(s(o, "/spec/storageClassName")),
+            created,
+            json!(none_if_empty(s(o, "/spec/volumeMode")).replace("<none>", "Filesystem")),
+        ],
+        "persistentvolumes" => {
+            let claim = match (
+                s(o, "/spec/claimRef/namespace"),
+                s(o, "/spec/claimRef/name"),
+            ) {
+                (_, "") => String::new(),
+                (ns, n) => format!("{ns}/{n}"),
+            };
+            vec![
+                name,
+                json!(s(o, "/spec/capacity/storage")),
+                json!(access_modes(o.pointer("/spec/accessModes"))),
+                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!(s(o, "/status/reason")),
+                created,
+                json!(none_if_empty(s(o, "/spec/volumeMode")).replace("<none>", "Filesystem")),
+            ]
+        }
         "events" => {
             let last = [
                 s(o, "/lastTimestamp"),
@@ -217,6 +365,34 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         _ => vec![name, created],
+    }
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,RWX`).
+fn access_modes(modes: Option<&Value>) -> String {
+    modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Up to three items joined by commas and `+ N more...`, or `<none>`, as kubectl prints
+/// endpoints.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0 => "<none>".into(),
+        n if n <= 3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
     }
 }
 

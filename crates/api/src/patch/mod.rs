@@ -12,7 +12,7 @@
 //! lists merge by which key; RFC 7386 is short enough to live here.
 
 mod json;
-mod keys;
+pub mod keys;
 mod strategic;
 
 pub use json::json_patch;

@@ -27,6 +27,8 @@ pub struct Records {
     records: BTreeMap<String, Vec<Rdata>>,
     /// Names with records, and every name above them inside the cluster domain.
     names: BTreeSet<String>,
+    /// The cluster domain (`cluster.local`), lowercase; empty before the first build.
+    domain: String,
 }
 
 /// What a lookup found.
@@ -40,7 +42,10 @@ pub enum Lookup {
 
 impl Records {
     pub fn build(domain: &str, services: &[Service], endpoints: &[Endpoints]) -> Records {
-        let mut r = Records::default();
+        let mut r = Records {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            ..Records::default()
+        };
         let eps: BTreeMap<(String, String), &Endpoints> =
             endpoints.iter().map(|e| (key(&e.metadata), e)).collect();
         for svc in services {
@@ -62,6 +67,12 @@ impl Records {
                         };
                         r.add(&format!("_{pname}._{proto}.{fqdn}"), srv, domain);
                     }
+                }
+            } else if spec.type_.as_deref() == Some("ExternalName") {
+                // <https://kubernetes.io/docs/concepts/services-networking/service/#externalname>
+                if let Some(target) = spec.external_name.as_deref().filter(|t| !t.is_empty()) {
+                    let target = target.trim_end_matches('.').to_ascii_lowercase();
+                    r.add(&fqdn, Rdata::Cname(target), domain);
                 }
             } else if cluster_ip == "None" {
                 r.names_above(&fqdn, domain);
@@ -123,6 +134,18 @@ impl Records {
     }
 
     /// The answer for `name` (lowercase) and query type `qtype`.
+    /// Whether this server answers for `name` itself: the cluster domain and everything below
+    /// it, and the reverse names of cluster addresses. Other names go to the upstream servers.
+    pub fn is_local(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.domain.is_empty()
+            || name == self.domain
+            || name
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|rest| rest.ends_with('.'))
+            || self.names.contains(&name)
+    }
+
     pub fn lookup(&self, name: &str, qtype: u16) -> Lookup {
         if !self.names.contains(name) {
             return Lookup::NxDomain;
@@ -132,7 +155,8 @@ impl Records {
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|d| qtype == TYPE_ANY || d.rtype() == qtype)
+            // An alias answers every type with itself (RFC 1034 3.6.2); the client follows it.
+            .filter(|d| qtype == TYPE_ANY || d.rtype() == qtype || matches!(d, Rdata::Cname(_)))
             .map(|d| Record {
                 name: name.to_string(),
                 ttl: TTL,
@@ -170,6 +194,7 @@ mod tests {
         let services: Vec<Service> = serde_json::from_value(json!([
             {"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}},
             {"metadata": {"name": "db", "namespace": "prod"}, "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}},
+            {"metadata": {"name": "ext", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "DB.Example.com."}},
         ]))
         .expect("services");
         let endpoints: Vec<Endpoints> = serde_json::from_value(json!([
@@ -222,6 +247,26 @@ mod tests {
             ips(r.lookup("10.0.96.10.in-addr.arpa", TYPE_PTR)),
             vec![Rdata::Ptr("web.default.svc.cluster.local".into())]
         );
+    }
+
+    #[test]
+    fn external_name_is_an_alias_for_every_type_and_names_outside_are_not_local() {
+        let r = records();
+        let alias = vec![Rdata::Cname("db.example.com".into())];
+        assert_eq!(
+            ips(r.lookup("ext.default.svc.cluster.local", TYPE_A)),
+            alias
+        );
+        assert_eq!(
+            ips(r.lookup("ext.default.svc.cluster.local", TYPE_AAAA)),
+            alias
+        );
+        assert!(r.is_local("ext.default.svc.cluster.local"));
+        assert!(r.is_local("cluster.local"));
+        assert!(r.is_local("10.0.96.10.in-addr.arpa"));
+        assert!(!r.is_local("db.example.com"));
+        assert!(!r.is_local("notcluster.local"));
+        assert!(!r.is_local("1.0.0.10.in-addr.arpa"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_SRV: u16 = 33;
@@ -46,6 +47,8 @@ pub enum Rdata {
         target: String,
     },
     Ptr(String),
+    /// The name is an alias of this one (an ExternalName Service).
+    Cname(String),
 }
 
 impl Rdata {
@@ -54,6 +57,7 @@ impl Rdata {
             Rdata::A(_) => TYPE_A,
             Rdata::Srv { .. } => TYPE_SRV,
             Rdata::Ptr(_) => TYPE_PTR,
+            Rdata::Cname(_) => TYPE_CNAME,
         }
     }
 }
@@ -150,7 +154,7 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
             }
             write_name(&mut data, target);
         }
-        Rdata::Ptr(target) => write_name(&mut data, target),
+        Rdata::Ptr(target) | Rdata::Cname(target) => write_name(&mut data, target),
     }
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(&data);

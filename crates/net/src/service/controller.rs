@@ -1,6 +1,7 @@
 //! The Service controller: watches Services, Pods and Endpoints in the store and, on every
 //! change (a short burst is one change), does the whole job again, level-triggered:
-//! ClusterIPs and node ports for new Services, the Endpoints of every Service with a selector,
+//! ClusterIPs and node ports for new Services, the Endpoints and EndpointSlices of every Service
+//! with a selector,
 //! the proxy's nftables table, and the DNS records. The endpoints controller, kube-proxy and
 //! CoreDNS of a cluster, in one loop.
 
@@ -120,6 +121,7 @@ async fn reconcile(
     }
     let pods: Vec<Pod> = list(store, "pods");
     sync_endpoints(store, &services, &pods);
+    sync_slices(store, &services, &pods);
     let eps: Vec<Endpoints> = list(store, "endpoints");
     let ruleset = nft::ruleset(c, &rules::service_rules(&services, &eps));
     if applied.as_deref() != Some(ruleset.as_str()) {
@@ -228,15 +230,96 @@ fn sync_endpoints(store: &Store, services: &[Service], pods: &[Pod]) {
             Err(error) => debug!(service = %name, %error, "write endpoints"),
         }
     }
-    let (label, managed) = endpoints::MANAGED_BY;
-    for e in &existing {
+    delete_unwanted(
+        store,
+        "endpoints",
+        &existing,
+        endpoints::MANAGED_BY,
+        &wanted,
+    );
+}
+
+const SLICES: &str = "endpointslices.discovery.k8s.io";
+
+/// Writes the EndpointSlices of every Service with a selector (the same pods as its
+/// Endpoints); deletes the managed slices no Service wants any more.
+fn sync_slices(store: &Store, services: &[Service], pods: &[Pod]) {
+    let existing = list_raw(store, SLICES);
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for svc in services {
+        let Some(subsets) = endpoints::subsets(svc, pods) else {
+            continue;
+        };
+        for slice in endpoints::slices(svc, &subsets) {
+            let meta = &slice["metadata"];
+            let ns = meta["namespace"].as_str().unwrap_or("default").to_string();
+            let name = meta["name"].as_str().unwrap_or("").to_string();
+            let key = ObjectKey {
+                resource: SLICES.into(),
+                namespace: Some(ns.clone()),
+                name: name.clone(),
+            };
+            let current = existing.iter().find(|e| {
+                e["metadata"]["namespace"].as_str() == Some(&ns)
+                    && e["metadata"]["name"].as_str() == Some(&name)
+            });
+            let fields = ["endpoints", "ports", "addressType"];
+            let result = match current {
+                Some(c)
+                    if fields.iter().all(|f| c.get(*f) == slice.get(*f))
+                        && c["metadata"]["labels"] == slice["metadata"]["labels"] =>
+                {
+                    wanted.push((ns, name));
+                    continue;
+                }
+                Some(_) => store.update_with(&key, |o| {
+                    for f in fields {
+                        o[f] = slice[f].clone();
+                    }
+                    o["metadata"]["labels"] = slice["metadata"]["labels"].clone();
+                    o["metadata"]["ownerReferences"] = slice["metadata"]["ownerReferences"].clone();
+                    Ok(())
+                }),
+                None => store.create(&key, slice.clone()),
+            };
+            match result {
+                Ok(_) => debug!(slice = %name, namespace = %ns, "endpoint slice updated"),
+                Err(error) => debug!(slice = %name, %error, "write endpoint slice"),
+            }
+            wanted.push((ns, name));
+        }
+    }
+    delete_unwanted(
+        store,
+        SLICES,
+        &existing,
+        endpoints::SLICE_MANAGED_BY,
+        &wanted,
+    );
+}
+
+/// Deletes the objects of `existing` labelled `managed_by` whose (namespace, name) is not
+/// `wanted`.
+fn delete_unwanted(
+    store: &Store,
+    resource: &str,
+    existing: &[Value],
+    (label, managed): (&str, &str),
+    wanted: &[(String, String)],
+) {
+    for e in existing {
         let meta = &e["metadata"];
         let (ns, name) = (
             meta["namespace"].as_str().unwrap_or(""),
             meta["name"].as_str().unwrap_or(""),
         );
         if meta["labels"][label] == managed && !wanted.iter().any(|(n, m)| n == ns && m == name) {
-            let _ = store.delete(&endpoints_key(ns, name), None);
+            let key = ObjectKey {
+                resource: resource.into(),
+                namespace: Some(ns.to_string()),
+                name: name.to_string(),
+            };
+            let _ = store.delete(&key, None);
         }
     }
 }

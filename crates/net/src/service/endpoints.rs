@@ -15,9 +15,14 @@ use std::collections::BTreeMap;
 /// The label the controller puts on the Endpoints it manages.
 pub const MANAGED_BY: (&str, &str) = ("endpoints.kubernetes.io/managed-by", "endpoint-controller");
 
-/// The subsets for `service`; `None` when it has no selector (its Endpoints are the user's).
+/// The subsets for `service`; `None` when it has no selector (its Endpoints are the user's) or
+/// is an ExternalName Service.
 pub fn subsets(service: &Service, pods: &[Pod]) -> Option<Vec<EndpointSubset>> {
     let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        // Only a DNS alias: no endpoints, whatever its selector.
+        return None;
+    }
     let selector = spec.selector.as_ref().filter(|s| !s.is_empty())?;
     let ns = service.metadata.namespace.as_deref().unwrap_or("default");
     let name = service.metadata.name.as_deref().unwrap_or("");
@@ -106,6 +111,100 @@ pub fn subsets(service: &Service, pods: &[Pod]) -> Option<Vec<EndpointSubset>> {
             })
             .collect(),
     )
+}
+
+/// The labels of the EndpointSlices the controller manages
+/// (<https://kubernetes.io/docs/concepts/services-networking/endpoint-slices/#management>).
+pub const SLICE_SERVICE_NAME: &str = "kubernetes.io/service-name";
+pub const SLICE_MANAGED_BY: (&str, &str) = (
+    "endpointslice.kubernetes.io/managed-by",
+    "endpointslice-controller.k8s.io",
+);
+
+/// The EndpointSlices (discovery.k8s.io/v1) that say what `subsets` say, for kubectl 1.31+
+/// (`describe service` reads slices) and clients that watch slices: one slice per group of
+/// pods with the same resolved ports, named `<service>-<5 characters of its uid>[-<n>]`,
+/// labelled with the service's name and owned by the Service. An endpoint is `ready` and
+/// `serving` when its pod is Ready (or the Service publishes not-ready addresses).
+pub fn slices(service: &Service, subsets: &[EndpointSubset]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let meta = &service.metadata;
+    let name = meta.name.as_deref().unwrap_or("");
+    let uid = meta.uid.as_deref().unwrap_or("");
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    labels.insert(SLICE_SERVICE_NAME.into(), name.into());
+    labels.insert(SLICE_MANAGED_BY.0.into(), SLICE_MANAGED_BY.1.into());
+    // An empty Service still has one slice with no endpoints, as the controller writes.
+    let empty = [EndpointSubset::default()];
+    let subsets = if subsets.is_empty() {
+        &empty[..]
+    } else {
+        subsets
+    };
+    subsets
+        .iter()
+        .enumerate()
+        .map(|(i, subset)| {
+            let slice_name = match i {
+                0 => format!("{name}-{short}"),
+                n => format!("{name}-{short}-{n}"),
+            };
+            let endpoint = |a: &EndpointAddress, ready: bool| {
+                let mut e = json!({
+                    "addresses": [a.ip],
+                    "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                });
+                if let Some(h) = &a.hostname {
+                    e["hostname"] = json!(h);
+                }
+                if let Some(n) = &a.node_name {
+                    e["nodeName"] = json!(n);
+                }
+                if let Some(r) = &a.target_ref {
+                    e["targetRef"] = json!({"kind": r.kind, "name": r.name, "namespace": r.namespace, "uid": r.uid});
+                }
+                e
+            };
+            let endpoints: Vec<_> = subset
+                .addresses
+                .iter()
+                .flatten()
+                .map(|a| endpoint(a, true))
+                .chain(subset.not_ready_addresses.iter().flatten().map(|a| endpoint(a, false)))
+                .collect();
+            let ports: Vec<_> = subset
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let mut port = json!({"port": p.port, "protocol": p.protocol.as_deref().unwrap_or("TCP")});
+                    port["name"] = json!(p.name.as_deref().unwrap_or(""));
+                    port
+                })
+                .collect();
+            json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": slice_name,
+                    "namespace": meta.namespace.as_deref().unwrap_or("default"),
+                    "labels": labels,
+                    "ownerReferences": [{
+                        "apiVersion": "v1", "kind": "Service", "name": name, "uid": uid,
+                        "controller": true, "blockOwnerDeletion": true,
+                    }],
+                },
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+                "ports": ports,
+            })
+        })
+        .collect()
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -203,6 +302,39 @@ mod tests {
             .map(|s| s.ports.as_ref().expect("p")[0].port)
             .collect();
         assert_eq!(ports, vec![8080, 9090]);
+    }
+
+    #[test]
+    fn slices_mirror_subsets_with_conditions_labels_and_owner() {
+        let pods = vec![
+            pod("a", "10.88.0.2", true, "http", 8080),
+            pod("c", "10.88.0.4", false, "http", 8080),
+        ];
+        let mut svc = service(json!(8080));
+        svc.metadata.uid = Some("1234abcd-0000".into());
+        let subsets = subsets(&svc, &pods).expect("selector");
+        let made = slices(&svc, &subsets);
+        assert_eq!(made.len(), 1);
+        let s = &made[0];
+        assert_eq!(s["metadata"]["name"], "web-1234a");
+        assert_eq!(s["metadata"]["labels"][SLICE_SERVICE_NAME], "web");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], "1234abcd-0000");
+        assert_eq!(
+            s["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+        );
+        assert_eq!(s["endpoints"][0]["addresses"], json!(["10.88.0.2"]));
+        assert_eq!(s["endpoints"][0]["conditions"]["ready"], true);
+        assert_eq!(s["endpoints"][0]["targetRef"]["name"], "a");
+        assert_eq!(s["endpoints"][1]["conditions"]["ready"], false);
+        // No pods: one empty slice.
+        let none = slices(&svc, &[]);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0]["endpoints"], json!([]));
+        // A typed EndpointSlice reads it back.
+        let typed: k8s_openapi::api::discovery::v1::EndpointSlice =
+            serde_json::from_value(s.clone()).expect("typed");
+        assert_eq!(typed.address_type, "IPv4");
     }
 
     #[test]

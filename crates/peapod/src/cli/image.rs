@@ -1,4 +1,5 @@
-//! `peapod image`: load archives into the local image store, list and remove images.
+//! `peapod image`: load archives into the local image store, pull from registries (`pull.rs`),
+//! list and remove images.
 //! The output mimics `docker load` / `docker images` / `docker rmi`, so it reads familiar.
 
 use std::io::Write;
@@ -17,8 +18,12 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// pull an image from a registry
+    Pull(super::pull::PullArgs),
     /// list images
     Ls,
+    /// remove the images no container (running or exited, not yet removed) uses
+    Prune,
     /// remove images
     Rm {
         /// image names, e.g. `busybox` or `docker.io/library/python:3`
@@ -40,9 +45,24 @@ pub fn run(cmd: ImageCommand, root: &Path) -> anyhow::Result<()> {
                 writeln!(out, "Loaded image: {}", image.name)?;
             }
         }
+        ImageCommand::Pull(args) => super::pull::run(args, &store, &mut out)?,
         ImageCommand::Ls => {
             let images = store.list()?;
             out.write_all(table(&images).as_bytes())?;
+        }
+        ImageCommand::Prune => {
+            let in_use = peapod_runtime::image::gc::layers_in_use(&root.join("containers"))?;
+            let removed = store.prune(&in_use)?;
+            for image in &removed {
+                writeln!(out, "Deleted: {}", image.name)?;
+            }
+            let freed: u64 = removed.iter().map(|i| i.size).sum();
+            writeln!(
+                out,
+                "Removed {} images ({} at most)",
+                removed.len(),
+                human_size(freed)
+            )?;
         }
         ImageCommand::Rm { names } => {
             for name in names {
@@ -82,7 +102,7 @@ fn table(images: &[ImageSummary]) -> String {
 }
 
 /// Decimal units, as `docker images` prints them: 1.04MB, 14kB, 512B.
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -127,6 +147,7 @@ mod tests {
             name: "docker.io/library/busybox:latest".to_owned(),
             id: format!("sha256:{}", "ab".repeat(32)),
             size: 1_044_480,
+            source: peapod_runtime::image::ImageSource::Loaded,
         }];
         let want = "NAME                              ID            SIZE\n\
                     docker.io/library/busybox:latest  abababababab  1.04MB\n";

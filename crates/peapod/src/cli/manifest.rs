@@ -132,12 +132,16 @@ pub fn check_references(
             for (i, c) in containers.iter().enumerate() {
                 let path = spec_path.child(field).index(i);
                 let image = c.image.as_deref().unwrap_or("");
+                let never = c.image_pull_policy.as_deref() == Some("Never");
                 match images.resolve(image) {
                     Ok(_) => {}
+                    // The kubelet pulls it (a failure is ErrImagePull, retried as on a node).
+                    Err(ImageError::NotFound { .. }) if !never => {}
                     Err(ImageError::NotFound { .. }) => push(FieldError::invalid(
                         path.child("image"),
                         image,
-                        "image not found in the local store (load it with `peapod image load`)",
+                        "image not in the local store and imagePullPolicy is Never \
+                         (load it with `peapod image load` or `peapod image pull` it)",
                     )),
                     Err(e) => push(FieldError::invalid(
                         path.child("image"),
@@ -169,6 +173,13 @@ pub fn check_references(
         }
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let vpath = spec_path.child("volumes").index(i);
+            if v.persistent_volume_claim.is_some() {
+                // A run's objects live as long as the run: a claim would lose its data.
+                push(FieldError::forbidden(
+                    vpath.child("persistentVolumeClaim"),
+                    "peapod run does not provision claims: use `peapod serve` and kubectl, or a hostPath volume",
+                ));
+            }
             if let Some(cm) = &v.config_map {
                 if cm.optional != Some(true) && !cm_names.contains(cm.name.as_str()) {
                     push(FieldError::not_found(

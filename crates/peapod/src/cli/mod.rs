@@ -3,5 +3,7 @@
 pub mod image;
 pub mod logging;
 pub mod manifest;
+pub mod network;
+pub mod pull;
 pub mod run;
 pub mod serve;

@@ -152,6 +152,8 @@ impl Proc {
 pub struct TestRoot {
     root: PathBuf,
     observed: Arc<Mutex<Observed>>,
+    /// Extra environment of every `peapod` this root runs.
+    env: Vec<(String, String)>,
     // Last: removed after `Drop::drop` unmounted everything below it.
     dir: tempfile::TempDir,
 }
@@ -175,12 +177,18 @@ impl TestRoot {
         TestRoot {
             root,
             observed: Arc::default(),
+            env: Vec::new(),
             dir,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Sets a variable in the environment of every `peapod` this root runs from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Runs `peapod <args>` against this root to completion.
@@ -230,7 +238,8 @@ impl TestRoot {
         let mut cmd = Command::new(peapod_bin());
         cmd.env("PEAPOD_ROOT", &self.root)
             .env_remove("PEAPOD_LOG")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -619,6 +628,13 @@ pub struct RunningPod {
 impl RunningPod {
     fn spawn(root: &TestRoot, manifest: &Path) -> RunningPod {
         let net_devices = host_net_devices();
+        // A run's leak check looks for its own pods' veths: an address an earlier run of this
+        // root released may belong to another test's pod by now.
+        root.observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pod_ips
+            .clear();
         let mut child = root
             .command()
             .arg("run")

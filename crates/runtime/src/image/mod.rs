@@ -10,6 +10,7 @@
 //! blobs/sha256/<hex>        manifests, configs and layer blobs, verified on the way in
 //! layers/<diff id hex>/     unpacked layers, whiteouts in overlayfs format
 //! tmp/                      staging; emptied at the start of every load
+//! downloads/                blobs of pulls in flight (`pull/fetch.rs`); not emptied by loads
 //! ```
 //!
 //! Invariant: anything reachable from `names.json` is complete and verified, because every
@@ -17,9 +18,12 @@
 //! refers to it is written.
 
 mod archive;
+pub mod gc;
 mod layout;
 mod names;
 mod oci;
+mod prune;
+pub mod pull;
 mod reference;
 mod scratch;
 mod store;
@@ -39,6 +43,19 @@ pub struct ImageSummary {
     pub id: String,
     /// Bytes of the config and the layer blobs as stored (compressed layers count compressed).
     pub size: u64,
+    pub source: ImageSource,
+}
+
+/// How an image came into the store. A loaded image is the user's own copy: the kubelet's
+/// `Always` pull policy does not replace it from a registry (see `peapod-kubelet`'s pull step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// `peapod image load` (an OCI or docker-save archive).
+    #[default]
+    Loaded,
+    /// `peapod image pull`, or a pod's image pull.
+    Pulled,
 }
 
 /// A resolved image, ready for a container's root filesystem.
@@ -49,6 +66,7 @@ pub struct Image {
     /// Unpacked layer directories, bottom first (overlayfs wants `lowerdir` top first).
     pub layers: Vec<PathBuf>,
     pub config: ImageConfig,
+    pub source: ImageSource,
 }
 
 /// The parts of the OCI image config a container needs

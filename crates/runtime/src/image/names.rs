@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, ImageError, ImageSummary};
+use super::{io_err, ImageError, ImageSource, ImageSummary};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct NameEntry {
@@ -18,6 +18,9 @@ pub(super) struct NameEntry {
     /// `sha256:<hex>` of the config blob.
     pub id: String,
     pub size: u64,
+    /// How the image came: an index written before pulls existed holds only loaded images.
+    #[serde(default)]
+    pub source: ImageSource,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -71,6 +74,7 @@ pub(super) fn summary(name: &str, entry: &NameEntry) -> ImageSummary {
         name: name.to_owned(),
         id: entry.id.clone(),
         size: entry.size,
+        source: entry.source,
     }
 }
 
@@ -95,6 +99,7 @@ mod tests {
             manifest: "sha256:m".to_owned(),
             id: "sha256:c".to_owned(),
             size: 7,
+            source: ImageSource::Pulled,
         };
         index
             .images

@@ -25,7 +25,7 @@ use super::oci::{ConfigFile, Manifest};
 use super::reference::{is_sha256_hex, Reference};
 use super::scratch::{remove_path, Created, Scratch};
 use super::unpack::unpack_layer;
-use super::{io_err, Image, ImageError, ImageSummary};
+use super::{io_err, Image, ImageError, ImageSource, ImageSummary};
 
 /// Metadata blobs (manifests, configs) read back from the store are at most this big.
 const MAX_JSON: u64 = 4 << 20;
@@ -66,7 +66,62 @@ impl ImageStore {
         let staged = StagedArchive::stage(archive, &files)?;
         let mut images = layout::read_images(&staged)?;
         assign_names(archive, &mut images, name)?;
+        self.commit(&images, archive, ImageSource::Loaded)
+    }
 
+    /// Puts a pulled image in place under the exclusive lock: its blobs were downloaded and
+    /// verified into `downloads/` (or are in the store already), so only unpacking, renames
+    /// and the names index remain.
+    pub(super) fn commit_pulled(
+        &self,
+        mut image: ArchiveImage,
+        reference: &str,
+    ) -> Result<ImageSummary, ImageError> {
+        let _lock = self.lock(LockKind::Exclusive)?;
+        // A concurrent pull of the same blob may have moved its download into the store, or
+        // a concurrent load may have put it there: either copy is verified.
+        let blobs =
+            std::iter::once(&mut image.config).chain(image.layers.iter_mut().map(|l| &mut l.blob));
+        for blob in blobs {
+            if !blob.path.exists() {
+                let stored = self.blob_path(&blob.digest)?;
+                if !stored.is_file() {
+                    return Err(ImageError::MissingBlob {
+                        name: reference.to_owned(),
+                        digest: blob.digest.clone(),
+                    });
+                }
+                blob.path = stored;
+            }
+        }
+        let mut summaries =
+            self.commit(std::slice::from_ref(&image), reference, ImageSource::Pulled)?;
+        summaries.pop().ok_or_else(|| ImageError::NotFound {
+            name: reference.to_owned(),
+        })
+    }
+
+    /// Whether the store holds this blob (`sha256:<hex>`) already.
+    pub(super) fn has_blob(&self, digest: &str) -> Result<bool, ImageError> {
+        Ok(self.blob_path(digest)?.is_file())
+    }
+
+    /// Where pulls download blobs before they are committed: never emptied by a load, since a
+    /// pull downloads without holding the store lock.
+    pub(super) fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    /// Unpacks the images' layers, moves their blobs into place and records their names,
+    /// all under the exclusive lock the caller holds; rolls back what it put in place if it
+    /// fails. `what` (an archive or a reference) names a flush failure.
+    fn commit(
+        &self,
+        images: &[ArchiveImage],
+        what: impl AsRef<Path>,
+        source: ImageSource,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
+        let staging = Scratch::create(&self.tmp_dir(), "commit")?;
         let mut created = Created::default();
         for layer in images.iter().flat_map(|i| &i.layers) {
             if let Some(dir) =
@@ -80,7 +135,7 @@ impl ImageStore {
             fs::write(&manifest, &image.manifest).map_err(io_err("write", &manifest))?;
         }
         // Blob contents reach the disk before the renames that publish them.
-        self.sync(archive)?;
+        self.sync(what)?;
         for (i, image) in images.iter().enumerate() {
             let manifest = staging.path().join(format!("manifest-{i}"));
             let layers = image
@@ -101,11 +156,12 @@ impl ImageStore {
 
         let mut index = NamesIndex::read(&self.names_path())?;
         let (mut summaries, mut replaced) = (Vec::new(), false);
-        for image in &images {
+        for image in images {
             let entry = NameEntry {
                 manifest: image.manifest_digest.clone(),
                 id: image.config.digest.clone(),
                 size: image.config.size + image.layers.iter().map(|l| l.blob.size).sum::<u64>(),
+                source,
             };
             for name in &image.names {
                 summaries.push(names::summary(name, &entry));
@@ -120,7 +176,7 @@ impl ImageStore {
             self.collect_garbage(&index)?;
         }
         for summary in &summaries {
-            tracing::info!(image = %summary.name, id = %summary.id, "image loaded");
+            tracing::info!(image = %summary.name, id = %summary.id, ?source, "image stored");
         }
         Ok(summaries)
     }
@@ -191,10 +247,11 @@ impl ImageStore {
             id: entry.id.clone(),
             layers,
             config: config.image_config(),
+            source: entry.source,
         })
     }
 
-    fn lock(&self, kind: LockKind) -> Result<FileLock, ImageError> {
+    pub(super) fn lock(&self, kind: LockKind) -> Result<FileLock, ImageError> {
         let path = self.root.join("lock");
         FileLock::acquire(&path, kind).map_err(|source| ImageError::Lock { path, source })
     }
@@ -207,27 +264,31 @@ impl ImageStore {
         })
     }
 
-    fn blob_dir(&self) -> PathBuf {
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(super) fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
 
-    fn layer_dir(&self) -> PathBuf {
+    pub(super) fn layer_dir(&self) -> PathBuf {
         self.root.join("layers")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(super) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
-    fn names_path(&self) -> PathBuf {
+    pub(super) fn names_path(&self) -> PathBuf {
         self.root.join("names.json")
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    pub(super) fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.blob_dir().join(digest_hex(digest)?))
     }
 
-    fn layer_path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
+    pub(super) fn layer_path(&self, diff_id: &str) -> Result<PathBuf, ImageError> {
         Ok(self.layer_dir().join(digest_hex(diff_id)?))
     }
 
@@ -289,7 +350,7 @@ impl ImageStore {
         Ok(Some(dest))
     }
 
-    fn read_blob_json<T: DeserializeOwned>(
+    pub(super) fn read_blob_json<T: DeserializeOwned>(
         &self,
         name: &str,
         digest: &str,
@@ -307,7 +368,7 @@ impl ImageStore {
 
     /// Deletes blobs that no name in `index` reaches. Any doubt (an unreadable manifest)
     /// keeps everything: a leaked blob costs disk, a wrongly deleted one breaks an image.
-    fn collect_garbage(&self, index: &NamesIndex) -> Result<(), ImageError> {
+    pub(super) fn collect_garbage(&self, index: &NamesIndex) -> Result<(), ImageError> {
         let mut keep = HashSet::new();
         for (name, entry) in &index.images {
             let manifest: Manifest = match self.read_blob_json(name, &entry.manifest) {

@@ -1,0 +1,67 @@
+//! rtnetlink against the real kernel (root): a veth pair whose peer is made inside a network
+//! namespace of the test's own, configured from a socket opened in that namespace.
+
+use peapod_sys::netlink::Netlink;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+const NS: &str = "ppt-nl";
+const HOST: &str = "pptnl0";
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", NS]).output();
+        let _ = Command::new("ip").args(["link", "del", HOST]).output();
+    }
+}
+
+#[test]
+fn veth_into_a_namespace_with_address_and_route() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    drop(Cleanup);
+    let _cleanup = Cleanup;
+    ip(&["netns", "add", NS]);
+    let pin = Path::new("/run/netns").join(NS);
+    let mut host = Netlink::open().expect("open");
+    assert!(host.link_index("lo").expect("lo").is_some());
+    assert_eq!(host.link_index("pptnl-none").expect("lookup"), None);
+    host.add_veth(HOST, "pptnl0p").expect("add veth");
+    let host_index = host.link_index(HOST).expect("host end").expect("made");
+    let peer = host.link_index("pptnl0p").expect("peer").expect("made");
+    host.move_to(peer, &pin, "eth0")
+        .expect("move into the namespace");
+    assert_eq!(host.link_index("pptnl0p").expect("lookup"), None, "moved");
+    assert!(host.link_index(HOST).expect("host end") == Some(host_index));
+    let mut pod = Netlink::open_in(&pin).expect("open in netns");
+    let eth0 = pod.link_index("eth0").expect("eth0").expect("eth0 exists");
+    pod.set_up(eth0).expect("up");
+    pod.add_address(eth0, Ipv4Addr::new(10, 124, 0, 2), 24)
+        .expect("address");
+    pod.add_default_route(Ipv4Addr::new(10, 124, 0, 1))
+        .expect("route");
+    let addrs = ip(&["-n", NS, "-4", "addr", "show", "eth0"]);
+    assert!(addrs.contains("10.124.0.2/24"), "{addrs}");
+    assert!(addrs.contains("UP"), "{addrs}");
+    let routes = ip(&["-n", NS, "route"]);
+    assert!(
+        routes.contains("default via 10.124.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(host.delete_link(HOST).expect("delete"));
+    assert!(!host.delete_link(HOST).expect("delete again"));
+}
