@@ -76,6 +76,8 @@ pub struct ContainerDetail {
     pub terminated_message: Option<String>,
     /// How the previous instance ended (`lastState.terminated`).
     pub last_terminated: Option<peapod_runtime::Exited>,
+    /// `peapod://<id>` of that previous instance.
+    pub last_container_id: Option<String>,
     /// Why it could not be created: (reason, message).
     pub create_error: Option<(String, String)>,
 }

@@ -106,7 +106,7 @@ pub fn container_status(
         },
     };
     let last_state = d.last_terminated.as_ref().map(|e| K8sState {
-        terminated: Some(terminated(e, &None, None)),
+        terminated: Some(terminated(e, &d.last_container_id, None)),
         ..Default::default()
     });
     let running = matches!(r.state, ContainerState::Running { .. });

@@ -256,6 +256,8 @@ pub(crate) struct PodState<'a> {
     pub start_time: String,
     /// Why the pod was evicted (the status message), once it was.
     pub evicted: Option<String>,
+    /// Instances whose failed log writes were reported.
+    pub log_failures: HashSet<ContainerId>,
 }
 
 /// How a worker hears from and talks to its handle.
@@ -358,6 +360,7 @@ async fn run(
         conditions,
         start_time,
         evicted: None,
+        log_failures: HashSet::new(),
     };
     if adopting {
         pod.adopt(crate::adopt::find_instances(&node.runtime, &pod_dir));
@@ -368,8 +371,9 @@ async fn run(
         pod.evicted = Some(previous_message.unwrap_or_default());
     }
     let limited = crate::eviction::limited_volumes(&pod.spec);
-    let mut storage = tokio::time::interval(crate::eviction::CHECK_EVERY);
-    storage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The kubelet's housekeeping: emptyDir usage, log write failures.
+    let mut housekeeping = tokio::time::interval(crate::eviction::CHECK_EVERY);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Evicted: nothing is started again; the pod is Failed until it is deleted.
         let plan = plan(&pod.spec, &pod.records, Instant::now());
@@ -408,14 +412,17 @@ async fn run(
             Some(msg) = rx.recv() => pod.handle(msg),
             _ = deleted.changed() => {}
             Some(refresh) = refreshes.recv() => pod.refresh(refresh).await,
-            _ = storage.tick(), if check_storage => {
-                let volumes = pod_dir.path.join("volumes");
-                let limited = limited.clone();
-                let over = tokio::task::spawn_blocking(move || {
-                    crate::eviction::over_limit(&volumes, &limited)
-                });
-                if let Ok(Some(message)) = over.await {
-                    evict(&mut pod, &mut rx, message).await;
+            _ = housekeeping.tick() => {
+                pod.report_log_failures();
+                if check_storage {
+                    let volumes = pod_dir.path.join("volumes");
+                    let limited = limited.clone();
+                    let over = tokio::task::spawn_blocking(move || {
+                        crate::eviction::over_limit(&volumes, &limited)
+                    });
+                    if let Ok(Some(message)) = over.await {
+                        evict(&mut pod, &mut rx, message).await;
+                    }
                 }
             }
             _ = sleep => {}
@@ -541,7 +548,7 @@ impl PodState<'_> {
                 continue;
             };
             let previous = instances.last().and_then(|i| match &i.state {
-                FoundState::Exited(e) => Some(e.clone()),
+                FoundState::Exited(e) => Some((e.clone(), format!("peapod://{}", i.dir.id))),
                 _ => None,
             });
             self.all_ids.extend(instances.into_iter().map(|i| i.dir.id));
@@ -552,7 +559,10 @@ impl PodState<'_> {
             record.backoff_level = newest.restart;
             record.detail.container_id = Some(format!("peapod://{}", newest.dir.id));
             record.detail.image_id = image.as_ref().map(|i| i.id.clone());
-            record.detail.last_terminated = previous;
+            (
+                record.detail.last_terminated,
+                record.detail.last_container_id,
+            ) = previous.unzip();
             let since = newest
                 .started_at
                 .as_deref()
@@ -617,6 +627,27 @@ impl PodState<'_> {
                 info!(container = %name, "monitor of an adopted container is gone");
             }
             self.current.insert(name.clone(), instance);
+        }
+    }
+
+    /// One Warning event per running instance whose monitor could not write its log (a full
+    /// disk under the log directory): the container keeps running, its lines are lost.
+    fn report_log_failures(&mut self) {
+        for (name, inst) in &self.current {
+            let Some(id) = &inst.id else { continue };
+            if self.log_failures.contains(id) || !self.node.runtime.dir(id).log_failed().exists() {
+                continue;
+            }
+            self.log_failures.insert(id.clone());
+            let path = self.pod_dir.log(name, inst.restart);
+            (self.emit)(PodEvent::Event {
+                reason: "FailedLogWrite",
+                message: format!(
+                    "Lines of container {name} could not be written to {} (disk full?); \
+                     the container keeps running",
+                    path.display()
+                ),
+            });
         }
     }
 
@@ -709,6 +740,7 @@ impl PodState<'_> {
         record.ready = false;
         if let Some(previous) = record.detail.terminated.take() {
             record.detail.last_terminated = Some(previous);
+            record.detail.last_container_id = record.detail.container_id.clone();
         }
         instance::spawn(
             self.node.clone(),

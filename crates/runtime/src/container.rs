@@ -117,6 +117,11 @@ impl ContainerDir {
     pub fn exited(&self) -> PathBuf {
         self.path.join("exit.json")
     }
+    /// Created by the monitor when a log line could not be written (a full disk): the daemon
+    /// reports it as an event. The container keeps running.
+    pub fn log_failed(&self) -> PathBuf {
+        self.path.join("log-failed")
+    }
     pub fn monitor_log(&self) -> PathBuf {
         self.path.join("monitor.log")
     }

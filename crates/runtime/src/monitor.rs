@@ -117,7 +117,7 @@ fn finish(
     started: Started,
     stdio: MonitorStdio,
 ) -> Result<()> {
-    let result = crate::pump::pump(config, started, stdio);
+    let result = crate::pump::pump(dir, config, started, stdio);
     cleanup(dir, config);
     let _ = std::fs::remove_file(dir.path.join(crate::attach::ATTACH_SOCKET));
     let exited = result?;

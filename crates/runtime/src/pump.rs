@@ -6,7 +6,7 @@
 
 use crate::attach::{AttachServer, OUT_STDERR, OUT_STDOUT};
 use crate::cgroup;
-use crate::container::{Exited, Started};
+use crate::container::{ContainerDir, Exited, Started};
 use crate::error::{io, Result};
 use crate::log::{format_entry, now_rfc3339_nano, LineSplitter, RotatingLog, Stream};
 use crate::monitor::MonitorStdio;
@@ -26,6 +26,7 @@ const DRAIN_AFTER_EXIT_MS: u16 = 2000;
 /// Pumps the container's output into its log (and to attached clients) until it exited and its
 /// pipes are drained; feeds attached clients' input to its stdin.
 pub(crate) fn pump(
+    dir: &ContainerDir,
     config: &ContainerConfig,
     started: Started,
     stdio: MonitorStdio,
@@ -53,6 +54,7 @@ pub(crate) fn pump(
     ];
     let mut stdin = ContainerStdin::new(stdio.stdin);
     let mut exit: Option<(Exit, String)> = None;
+    let mut log_failed_marked = false;
     let mut buf = vec![0u8; 64 * 1024];
     // From here on the monitor only waits, copies and formats log lines: what startup paged
     // in of the binary need not stay resident for the container's whole life.
@@ -135,6 +137,10 @@ pub(crate) fn pump(
                 .map(|entry| format_entry(&now, *stream, entry))
                 .collect();
             log.write_lines(lines.iter().map(Vec::as_slice));
+            if log.dropped > 0 && !log_failed_marked {
+                // Best effort: on the same full disk this fails too.
+                log_failed_marked = File::create(dir.log_failed()).is_ok();
+            }
             if n == 0 {
                 pipes[*i] = None;
             } else {

@@ -5,6 +5,8 @@
 //!   here 1Mi × 3) and what is kept stays bounded and ends with the last line; a log follower
 //!   that never reads does not slow the container down; and the cost of the log path, measured
 //!   as one container's throughput to its log against the same output to /dev/null;
+//! - a full filesystem under a container's log directory (a small tmpfs mounted over it): the
+//!   container keeps running and writing, a `FailedLogWrite` event says its lines are lost;
 //! - a fork bomb, held by the pids limit (`PEAPOD_PIDS_LIMIT`, here 64);
 //! - a container filling its emptyDir past `sizeLimit`: the pod is evicted (Failed, reason
 //!   `Evicted`, the kubelet's message), its containers killed and not restarted;
@@ -317,5 +319,66 @@ fn fork_bomb_full_emptydir_and_instant_crash_loop_leave_the_rest_alone() {
     let steady = api.pod("steady");
     assert_eq!(container(&steady)["restartCount"], 0);
     assert!(running(&steady));
+    finish(d, &uids);
+}
+
+#[test]
+fn full_log_disk_leaves_the_container_running_and_is_an_event() {
+    let (d, api) = start(
+        "peapod-logfull-",
+        &[
+            ("PEAPOD_NETWORK", "none"),
+            ("PEAPOD_CONTAINER_LOG_MAX_SIZE", "64Ki"),
+        ],
+    );
+    let mut uids = vec![uid(&api.create_pod(&pod("steady", STEADY, "Always")))];
+    let writer = api.create_pod(&pod(
+        "writer",
+        "i=0; while true; do i=$((i+1)); echo \"line $i of a container whose log disk is full\"; \
+         echo $i > /tmp/count; [ $((i % 50)) = 0 ] && sleep 0.01; done",
+        "Always",
+    ));
+    uids.push(uid(&writer));
+    api.wait_pod("writer", "running", TIMEOUT, |p| running(p).then_some(()));
+    // A full filesystem under the log directory: the next rotation lands on it.
+    let logs = d.root.join("pods").join(uid(&writer)).join("logs/c");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &logs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=32k"),
+    )
+    .expect("mount a small tmpfs over the log directory");
+    let unmount = || {
+        let _ = nix::mount::umount2(&logs, nix::mount::MntFlags::MNT_DETACH);
+    };
+    let event = poll_until(Instant::now() + TIMEOUT, || {
+        let r = api
+            .request("GET", "/api/v1/namespaces/default/events", None)
+            .ok()?;
+        r.json()["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "FailedLogWrite" && e["involvedObject"]["name"] == "writer")
+            .cloned()
+    });
+    let count = || -> u64 {
+        let out = d.kubectl(&["exec", "writer", "--", "cat", "/tmp/count"]);
+        out.ok()
+            .and_then(|o| o.stdout.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = count();
+    let going = poll_until(Instant::now() + TIMEOUT, || {
+        (count() > before).then_some(())
+    });
+    let writer_now = api.pod("writer");
+    unmount();
+    assert!(event.is_some(), "no FailedLogWrite event\n{}", d.log());
+    assert!(going.is_some(), "the container stopped writing");
+    assert!(running(&writer_now), "{:#}", writer_now["status"]);
+    assert_eq!(container(&writer_now)["restartCount"], 0);
+    steady_goes_on(&api, 10);
     finish(d, &uids);
 }

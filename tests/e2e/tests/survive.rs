@@ -547,6 +547,11 @@ fn daemon_killed(prefix: &str, net: Net, upgrade: bool) {
     );
     let last = &container(&after_exits)["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 7, "{last:#}");
+    assert_eq!(
+        last["containerID"],
+        container(&before_exits)["containerID"],
+        "{last:#}"
+    );
     let finished = last["finishedAt"]
         .as_str()
         .and_then(epoch_secs)
@@ -729,6 +734,7 @@ fn killed_monitor_kills_its_container_and_the_restart_policy_applies() {
         });
         let last = &container(&after)["lastState"]["terminated"];
         assert_eq!(last["exitCode"], 137, "{name}: {last:#}");
+        assert_eq!(last["containerID"], id.as_str(), "{name}: {last:#}");
         assert_ne!(container(&after)["containerID"], id.as_str());
         // The killed instance: no process, no cgroup, no rootfs mount.
         let gone = poll_until(Instant::now() + TIMEOUT, || {
