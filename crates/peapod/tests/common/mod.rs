@@ -863,6 +863,16 @@ impl RunningPod {
                 [host.clone(), format!("{host}p")]
             })
             .filter(|name| Path::new("/sys/class/net").join(name).exists())
+            // Once released, an address may go straight to another run on the shared bridge:
+            // a device of that name is ours only if no other root has reserved the address.
+            .filter(|name| {
+                let hex = name.trim_start_matches("pp").trim_end_matches('p');
+                let ip = u32::from_str_radix(hex, 16).map(std::net::Ipv4Addr::from);
+                let owner = ip.ok().and_then(|ip| {
+                    std::fs::read_to_string(format!("/run/peapod/peapod0.ips/{ip}")).ok()
+                });
+                owner.is_none_or(|o| o.starts_with(&*self.root.to_string_lossy()))
+            })
             .collect();
         assert!(left.is_empty(), "network devices of the run left: {left:?}");
     }
