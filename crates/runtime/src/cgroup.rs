@@ -87,7 +87,7 @@ pub fn remove(cgroup_path: &str, stop_at: &str) {
             // Only the leaf waits for its last processes to leave; a parent that is busy is in
             // use by another pod or container.
             if leaf {
-                remove_dir_patiently(&dir);
+                remove_tree_patiently(&dir);
             } else {
                 let _ = std::fs::remove_dir(&dir);
             }
@@ -100,11 +100,28 @@ pub fn remove(cgroup_path: &str, stop_at: &str) {
 }
 
 /// rmdir of a cgroup fails with EBUSY while a process is still leaving it (an exec helper, a
-/// process being reaped): try a few times before leaving it.
-fn remove_dir_patiently(dir: &Path) {
-    for _ in 0..50 {
+/// process being reaped) or a child cgroup is left (a container whose monitor could not remove
+/// its own): children first, then a few tries; a process still inside after the first tries is
+/// a stray of what is being removed (a late exec probe) and is killed.
+fn remove_tree_patiently(dir: &Path) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree_patiently(&child.path());
+        }
+    }
+    for attempt in 0..50 {
         match std::fs::remove_dir(dir) {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                if attempt >= 10 {
+                    let procs =
+                        std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             _ => return,
