@@ -22,6 +22,19 @@ pub struct YoukiError {
     pub source: Box<libcontainer::error::LibcontainerError>,
 }
 
+/// A maker of the error of step `op` on container `id`, for `map_err`.
+fn failed(
+    op: &'static str,
+    id: &str,
+) -> impl FnOnce(libcontainer::error::LibcontainerError) -> YoukiError {
+    let id = id.to_string();
+    move |source| YoukiError {
+        op,
+        id,
+        source: Box::new(source),
+    }
+}
+
 /// The stdio a container's process gets.
 #[derive(Debug)]
 pub struct Stdio {
@@ -40,13 +53,7 @@ pub fn create_and_start(
     stdio: Stdio,
     console_socket: Option<&Path>,
 ) -> Result<i32, YoukiError> {
-    let err = |op| {
-        move |source| YoukiError {
-            op,
-            id: id.to_string(),
-            source: Box::new(source),
-        }
-    };
+    let err = |op| failed(op, id);
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(state_root)
         .map_err(err("configure"))?
@@ -71,13 +78,7 @@ pub fn delete(id: &str, state_root: &Path) -> Result<(), YoukiError> {
     if !dir.exists() {
         return Ok(());
     }
-    let err = |op| {
-        move |source| YoukiError {
-            op,
-            id: id.to_string(),
-            source: Box::new(source),
-        }
-    };
+    let err = |op| failed(op, id);
     let mut container = Container::load(dir).map_err(err("load"))?;
     container.delete(true).map_err(err("delete"))
 }
@@ -91,13 +92,7 @@ pub fn exec(
     process_json: &Path,
     stdio: Stdio,
 ) -> Result<i32, YoukiError> {
-    let err = |op| {
-        move |source| YoukiError {
-            op,
-            id: id.to_string(),
-            source: Box::new(source),
-        }
-    };
+    let err = |op| failed(op, id);
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(state_root)
         .map_err(err("configure"))?
@@ -152,13 +147,7 @@ pub fn exec_with_terminal(
     console_socket: &Path,
     size: Option<WindowSize>,
 ) -> Result<i32, YoukiError> {
-    let err = |op| {
-        move |source| YoukiError {
-            op,
-            id: id.to_string(),
-            source: Box::new(source),
-        }
-    };
+    let err = |op| failed(op, id);
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(state_root)
         .map_err(err("configure"))?

@@ -20,6 +20,7 @@ pub mod command;
 pub mod daemon;
 pub mod expect;
 pub mod host;
+pub mod pods;
 pub mod python;
 pub mod terminal;
 

@@ -26,27 +26,7 @@ use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A busybox pod with one container `c` running `script`.
-fn pod(name: &str, script: &str, restart_policy: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": restart_policy,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "c",
-                "image": "busybox",
-                "command": ["sh", "-c", script],
-            }],
-        },
-    })
-}
-
-fn container(pod: &Value) -> &Value {
-    &pod["status"]["containerStatuses"][0]
-}
+use peapod_e2e::pods::{busybox_pod as pod, first_container as container};
 
 fn running(pod: &Value) -> bool {
     container(pod)["state"]["running"].is_object()

@@ -19,17 +19,7 @@ use std::time::{Duration, Instant};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A pod that only waits, for `exec`.
-const SHELL: &str = r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: shell
-spec:
-  containers:
-  - name: shell
-    image: busybox
-    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
-"#;
+use peapod_e2e::pods::SHELL_POD as SHELL;
 
 struct Cluster {
     d: Daemon,

@@ -13,41 +13,12 @@
 //! `$PEAPOD_TEST_IMAGES/busybox.oci.tar`. kubectl 1.33 checks readiness and cleans up. Runs as
 //! root. Waits poll with deadlines. The daemon harness is the crate's [`peapod_e2e::Daemon`].
 
+use peapod_e2e::python::python_with_client;
 use peapod_e2e::{root_tempdir, run_command, workspace, Daemon, Leftovers};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PIP_TIMEOUT: Duration = Duration::from_secs(600);
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A Python interpreter that can `import kubernetes`: `PEAPOD_TEST_PYTHON`, else a fresh venv
-/// in `dir` with the client installed from PyPI.
-fn python_with_client(dir: &Path) -> PathBuf {
-    if let Some(python) = std::env::var_os("PEAPOD_TEST_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = dir.join("venv");
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "venv"]).arg(&venv);
-    let what = format!("{cmd:?}");
-    let out = run_command(cmd, what, PIP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "python3 -m venv failed\n{out}");
-    let python = venv.join("bin/python");
-    let mut cmd = Command::new(&python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-        "kubernetes",
-    ]);
-    let what = format!("{cmd:?}");
-    let out = run_command(cmd, what, PIP_TIMEOUT).unwrap_or_else(|e| panic!("pip install: {e}"));
-    assert!(out.status.success(), "pip install kubernetes failed\n{out}");
-    python
-}
 
 #[test]
 fn python_kubernetes_client_creates_lists_watches_logs_deletes_a_pod() {

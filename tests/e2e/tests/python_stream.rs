@@ -10,16 +10,7 @@ use peapod_e2e::{
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const POD: &str = r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: shell
-spec:
-  containers:
-  - name: shell
-    image: busybox
-    command: [sh, -c, "trap 'exit 0' TERM; sleep 100000 & wait"]
-"#;
+use peapod_e2e::pods::SHELL_POD as POD;
 
 #[test]
 fn python_client_stream_exec() {

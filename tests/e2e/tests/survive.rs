@@ -239,22 +239,9 @@ impl Drop for Node {
     }
 }
 
-/// A busybox pod with one container `c` running `script`.
+/// A busybox pod with one container `c` running `script`, with `/trigger` from the host.
 fn pod(name: &str, script: &str, restart_policy: &str, trigger: Option<&Path>) -> Value {
-    let mut pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": restart_policy,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "c",
-                "image": "busybox",
-                "command": ["sh", "-c", script],
-            }],
-        },
-    });
+    let mut pod = peapod_e2e::pods::busybox_pod(name, script, restart_policy);
     if let Some(dir) = trigger {
         pod["spec"]["volumes"] = json!([{"name": "trigger", "hostPath": {"path": dir}}]);
         pod["spec"]["containers"][0]["volumeMounts"] =
@@ -263,10 +250,7 @@ fn pod(name: &str, script: &str, restart_policy: &str, trigger: Option<&Path>) -
     pod
 }
 
-/// The status of container `c`.
-fn container(pod: &Value) -> &Value {
-    &pod["status"]["containerStatuses"][0]
-}
+use peapod_e2e::pods::first_container as container;
 
 fn restart_count(pod: &Value) -> u64 {
     container(pod)["restartCount"].as_u64().unwrap_or(0)
