@@ -72,7 +72,7 @@ impl Daemon {
             config: NodeConfig::from_env().context("read the node settings")?,
         };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
-        let network = start_network(root, &store).await?;
+        let network = start_network(root, &store, &node.host_resolv).await?;
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),
@@ -158,6 +158,7 @@ async fn collect_images(images: Arc<ImageStore>, containers: PathBuf) {
 async fn start_network(
     root: &Path,
     store: &Store,
+    host_resolv: &str,
 ) -> anyhow::Result<Option<(PodNetwork, Vec<JoinHandle<()>>)>> {
     let Some(config) = NetworkConfig::from_env(root).context("read the network configuration")?
     else {
@@ -190,7 +191,7 @@ async fn start_network(
     let dns = SocketAddr::from((network.config().gateway(), 53));
     let upstreams = peapod_net::dns::upstreams(
         std::env::var("PEAPOD_DNS_UPSTREAM").ok().as_deref(),
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_resolv,
         network.config().gateway(),
     );
     match DnsServer::bind(dns).await {
