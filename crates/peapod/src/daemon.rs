@@ -32,19 +32,33 @@ pub struct Daemon {
     network: Option<(PodNetwork, Vec<JoinHandle<()>>)>,
 }
 
+/// Where a daemon keeps its API objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    /// In `state.redb` in the state directory, every write durable (`peapod serve`).
+    OnDisk,
+    /// In memory: they end with the process, as `peapod run`'s do (no fsync on the pod start
+    /// path; its containers' own records stay on disk).
+    InMemory,
+}
+
 impl Daemon {
-    /// Opens everything under `root` and starts serving on `listen`. The object store and the
-    /// kubeconfig live in `state_dir` (the root itself for `serve`, a directory of its own for
-    /// each `peapod run`).
+    /// Opens everything under `root` and starts serving on `listen`. The kubeconfig (and the
+    /// object store when it is on disk) live in `state_dir` (the root itself for `serve`, a
+    /// directory of its own for each `peapod run`).
     pub async fn start(
         root: &Path,
         state_dir: &Path,
         listen: SocketAddr,
+        objects: Objects,
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        let store = Store::open(&state_dir.join("state.redb"))
-            .with_context(|| format!("open the object store in {}", state_dir.display()))?;
+        let store = match objects {
+            Objects::OnDisk => Store::open(&state_dir.join("state.redb")),
+            Objects::InMemory => Store::open_in_memory(),
+        }
+        .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
         peapod_kubelet::volumes::ensure_default_class(&store)

@@ -4,7 +4,7 @@
 //! one failed), or on SIGINT/SIGTERM after deleting the pods gracefully.
 
 use super::manifest::{check_references, load, Manifest};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Objects};
 use anyhow::Context;
 use peapod_api::http::admission::{admit_create, FieldValidation};
 use peapod_api::http::objects::delete_object;
@@ -70,7 +70,7 @@ async fn run_pods(
     // Before any pod exists, so an early Ctrl-C still deletes what was made.
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let daemon = Daemon::start(root, state_dir, listen).await?;
+    let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory).await?;
     eprintln!(
         "peapod: kubectl works meanwhile: export KUBECONFIG={}",
         daemon.kubeconfig.display()
