@@ -95,11 +95,9 @@ pub(crate) async fn create_sandbox(
         config.resolv_conf =
             peapod_net::dns::resolv_conf(ctx.namespace(), c.gateway(), &c.cluster_domain);
     }
-    let exe = node.runtime.exe().to_path_buf();
     let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
     tokio::task::spawn_blocking(move || {
-        let cmd = sandbox::prepare(&exe, &task_dir, &config).map_err(|e| error_chain(&e))?;
-        sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;
+        sandbox::create(&task_dir, &config).map_err(|e| error_chain(&e))?;
         crate::projected::write_all(&task_ctx, &task_dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
     })

@@ -48,7 +48,7 @@ enum Command {
     /// A container's monitor process (internal; dispatched before clap)
     #[command(name = "__monitor", hide = true)]
     Monitor { dir: PathBuf },
-    /// Create or remove a pod sandbox (internal; dispatched before clap)
+    /// Remove a pod sandbox (internal; dispatched before clap)
     #[command(name = "__sandbox", hide = true)]
     Sandbox { verb: String, dir: PathBuf },
 }

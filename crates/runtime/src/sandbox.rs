@@ -2,8 +2,9 @@
 //! `/etc/resolv.conf` and volumes that a pod's containers share.
 //!
 //! The namespaces are pinned by bind mounts (see `peapod_sys::ns::pin`), so no pause process
-//! is needed. Creation and removal run in a re-executed helper (`peapod __sandbox create|remove
-//! <dir>`), a single-threaded process, never a daemon thread.
+//! is needed. Creation runs on a thread of its own that unshares the namespaces, pins them and
+//! exits (never a tokio thread, which would stay in the pod's namespaces); removal runs in a
+//! re-executed helper (`peapod __sandbox remove <dir>`), a single-threaded process.
 //!
 //! Layout of `<root>/pods/<uid>/`: `sandbox.json`, `ns/{net,ipc,uts}`, `shm/`, `etc/{hosts,
 //! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`.
@@ -80,9 +81,9 @@ impl SandboxDir {
     }
 }
 
-/// Writes the sandbox's files and returns the helper command that creates it. The helper
-/// prints `ok` or `failed <message>` on one line and exits.
-pub fn prepare(exe: &Path, dir: &SandboxDir, config: &SandboxConfig) -> Result<Command> {
+/// Writes the sandbox's files and creates it: its namespaces made and pinned on a thread of
+/// their own, `/dev/shm` and the memory-backed volumes mounted. A failure leaves no mount.
+pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
     for d in [
         dir.path.join("ns"),
         dir.shm(),
@@ -105,18 +106,34 @@ pub fn prepare(exe: &Path, dir: &SandboxDir, config: &SandboxConfig) -> Result<C
     std::fs::write(dir.etc("resolv.conf"), &config.resolv_conf)
         .map_err(io(dir.etc("resolv.conf")))?;
     atomic::write_json(&dir.config(), config)?;
-    Ok(helper(exe, "create", dir))
+    let (task_dir, task_config) = (dir.clone(), config.clone());
+    let made = std::thread::Builder::new()
+        .name("pod-sandbox".into())
+        .spawn(move || {
+            make_namespaces(&task_dir, &task_config).inspect_err(|_| {
+                let _ = unmount_all(&task_dir);
+            })
+        })
+        .map_err(|source| RuntimeError::Sandbox {
+            path: dir.path.clone(),
+            message: format!("start a thread: {source}"),
+        })?
+        .join();
+    made.unwrap_or_else(|_| {
+        let _ = unmount_all(dir);
+        Err(RuntimeError::Sandbox {
+            path: dir.path.clone(),
+            message: "the sandbox thread panicked".into(),
+        })
+    })
 }
 
-/// The helper command that unmounts everything of the sandbox and removes its directory.
+/// The helper command that unmounts everything of the sandbox and removes its directory. The
+/// helper prints `ok` or `failed <message>` on one line and exits.
 pub fn remove_command(exe: &Path, dir: &SandboxDir) -> Command {
-    helper(exe, "remove", dir)
-}
-
-fn helper(exe: &Path, verb: &str, dir: &SandboxDir) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg(SANDBOX_SUBCOMMAND)
-        .arg(verb)
+        .arg("remove")
         .arg(&dir.path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -144,13 +161,10 @@ pub fn run_helper(mut cmd: Command, dir: &SandboxDir) -> Result<()> {
     })
 }
 
-/// Entry point of `peapod __sandbox <create|remove> <dir>`; returns the exit code.
+/// Entry point of `peapod __sandbox remove <dir>`; returns the exit code.
 pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     let dir = SandboxDir::new(dir.to_path_buf());
     let result = match verb {
-        "create" => create(&dir).inspect_err(|_| {
-            let _ = unmount_all(&dir);
-        }),
         "remove" => remove(&dir),
         other => Err(RuntimeError::Sandbox {
             path: dir.path.clone(),
@@ -170,12 +184,9 @@ pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     }
 }
 
-fn create(dir: &SandboxDir) -> Result<()> {
-    let config: SandboxConfig =
-        atomic::read_json(&dir.config())?.ok_or_else(|| RuntimeError::Sandbox {
-            path: dir.path.clone(),
-            message: "sandbox.json is missing".into(),
-        })?;
+/// On the calling thread, which must exit afterwards: new namespaces, the hostname, loopback
+/// up, the namespaces pinned, `/dev/shm` and the memory-backed volumes.
+fn make_namespaces(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
     peapod_sys::ns::unshare_pod_namespaces()?;
     peapod_sys::ns::set_hostname(&config.hostname)?;
     peapod_sys::net::loopback_up()?;

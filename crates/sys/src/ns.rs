@@ -39,7 +39,9 @@ impl PodNamespace {
     }
 }
 
-/// Moves the calling (single-threaded) process into new net, IPC and UTS namespaces.
+/// Moves the calling thread into new net, IPC and UTS namespaces (a thread may: unlike mount
+/// and user namespaces, these need no single-threaded process). Only for a dedicated
+/// `std::thread` that exits afterwards, or a single-threaded helper.
 pub fn unshare_pod_namespaces() -> Result<()> {
     let flags = PodNamespace::ALL
         .iter()
@@ -52,10 +54,10 @@ pub fn set_hostname(name: &str) -> Result<()> {
     nix::unistd::sethostname(name).map_err(|e| SysError::new("sethostname", name, e))
 }
 
-/// Pins the calling process's namespace `ns` on the file `pin` (created if missing).
+/// Pins the calling thread's namespace `ns` on the file `pin` (created if missing).
 pub fn pin(ns: PodNamespace, pin: &Path) -> Result<()> {
     File::create(pin).map_err(|e| SysError::new("create", pin.display(), io_errno(&e)))?;
-    let src = format!("/proc/self/ns/{}", ns.proc_name());
+    let src = format!("/proc/thread-self/ns/{}", ns.proc_name());
     crate::mount::bind(Path::new(&src), pin, false)
 }
 
