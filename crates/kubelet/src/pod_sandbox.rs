@@ -87,6 +87,7 @@ pub(crate) async fn create_sandbox(
             .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
         let ip = net.allocate(ctx.uid()).await.map_err(|e| error_chain(&e))?;
         ctx.pod_ip = Some(ip.to_string());
+        tracing::debug!(%ip, "pod address allocated");
     }
     let mut config = sandbox_config(&ctx, &node.host_resolv);
     let policy = ctx.pod.spec.as_ref().and_then(|s| s.dns_policy.as_deref());
@@ -103,6 +104,7 @@ pub(crate) async fn create_sandbox(
     })
     .await
     .map_err(|e| e.to_string())??;
+    tracing::debug!("pod namespaces and volumes made");
     if let Some(net) = &network {
         net.connect(ctx.uid(), &dir.sandbox_ref().net)
             .await

@@ -301,6 +301,7 @@ async fn run(
         })
         .collect();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
+    tracing::debug!("pod worker started");
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
     let adopting = sandbox_left(&node, ctx.uid());
     if adopting {

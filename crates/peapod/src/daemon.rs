@@ -63,8 +63,10 @@ impl Daemon {
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
         peapod_kubelet::volumes::ensure_default_class(&store)
             .context("create the default StorageClass")?;
+        tracing::debug!("daemon start: store ready");
         let pki = Pki::load_or_create(&root.join("pki"), &[])
             .context("load or create the certificates")?;
+        tracing::debug!("daemon start: certificates loaded");
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
@@ -86,7 +88,9 @@ impl Daemon {
             config: NodeConfig::from_env().context("read the node settings")?,
         };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
+        tracing::debug!("daemon start: images and node settings read");
         let network = start_network(root, &store, &node.host_resolv).await?;
+        tracing::debug!("daemon start: pod network ready");
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),
@@ -110,6 +114,7 @@ impl Daemon {
             root.join("volumes"),
         ));
         tokio::spawn(controller.clone().run(store, node, node_name));
+        tracing::debug!("daemon start: serving");
         Ok(Daemon {
             api,
             controller,

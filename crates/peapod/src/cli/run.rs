@@ -70,6 +70,7 @@ async fn run_pods(
     // Before any pod exists, so an early Ctrl-C still deletes what was made.
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    tracing::debug!("run: manifest checked, runtime started");
     let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory).await?;
     eprintln!(
         "peapod: kubectl works meanwhile: export KUBECONFIG={}",
@@ -77,6 +78,7 @@ async fn run_pods(
     );
     let mut events = daemon.controller.events.subscribe();
     let pods = create_objects(&daemon, manifest)?;
+    tracing::debug!("run: objects created");
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
     let mut phases: BTreeMap<String, Phase> =
         pods.iter().map(|k| (k.clone(), Phase::Pending)).collect();
