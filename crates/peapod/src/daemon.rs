@@ -54,6 +54,15 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
+        // The certificates and the TLS configuration on the other core meanwhile: parsing and
+        // checking keys is a millisecond of CPU the pods' start need not wait for.
+        let pki_dir = root.join("pki");
+        let tls_setup = tokio::task::spawn_blocking(move || {
+            let pki =
+                Pki::load_or_create(&pki_dir, &[]).context("load or create the certificates")?;
+            let tls = pki.server_config().context("build the TLS configuration")?;
+            anyhow::Ok((pki, tls))
+        });
         let store = match objects {
             Objects::OnDisk => Store::open(&state_dir.join("state.redb")),
             Objects::InMemory => Store::open_in_memory(),
@@ -64,8 +73,7 @@ impl Daemon {
         peapod_kubelet::volumes::ensure_default_class(&store)
             .context("create the default StorageClass")?;
         tracing::debug!("daemon start: store ready");
-        let pki = Pki::load_or_create(&root.join("pki"), &[])
-            .context("load or create the certificates")?;
+        let (pki, tls) = tls_setup.await.context("load the certificates")??;
         tracing::debug!("daemon start: certificates loaded");
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -104,7 +112,6 @@ impl Daemon {
             server_address: address.to_string(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tls = pki.server_config().context("build the TLS configuration")?;
         tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));

@@ -40,6 +40,7 @@ pub struct RunArgs {
 const LOG_POLL: Duration = Duration::from_millis(50);
 
 pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
+    tracing::debug!("run: started");
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("{}: read", args.file.display()))?;
     let manifest = load(&args.file, &text)?;
@@ -49,6 +50,7 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
         .with_context(|| format!("open image store in {}", root.display()))?;
     check_references(&args.file, &manifest, &images)?;
     drop(images);
+    tracing::debug!("run: manifest and images checked");
     check_host_ports(&args.file, &manifest)?;
     let state_dir = root.join("run").join(std::process::id().to_string());
     let rt = tokio::runtime::Builder::new_multi_thread()
