@@ -10,6 +10,7 @@ pub mod eviction;
 mod instance;
 pub mod limits;
 pub mod logs;
+pub mod monitor_pool;
 pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;

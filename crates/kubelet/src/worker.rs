@@ -36,6 +36,8 @@ pub struct Node {
     pub host_resolv: String,
     /// Log rotation and the pids limit of the containers it starts.
     pub config: crate::config::NodeConfig,
+    /// Monitors started ahead of their containers (`peapod run`).
+    pub monitors: Arc<crate::monitor_pool::MonitorPool>,
 }
 
 impl Node {

@@ -8,6 +8,7 @@ use peapod_api::pki::Pki;
 use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
+use peapod_kubelet::monitor_pool::MonitorPool;
 use peapod_kubelet::{Node, NodeConfig};
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
@@ -51,6 +52,7 @@ impl Daemon {
         state_dir: &Path,
         listen: SocketAddr,
         objects: Objects,
+        monitors: Arc<MonitorPool>,
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
@@ -94,6 +96,7 @@ impl Daemon {
             registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             config: NodeConfig::from_env().context("read the node settings")?,
+            monitors,
         };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
         tracing::debug!("daemon start: images and node settings read");

@@ -12,15 +12,18 @@ use peapod_api::http::registry::lookup;
 use peapod_api::store::{ObjectKey, Store};
 use peapod_api::{FieldError, FieldPath};
 use peapod_kubelet::controller::NodeEvent;
+use peapod_kubelet::monitor_pool::MonitorPool;
 use peapod_kubelet::{Phase, PodEvent};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::log::parse_line;
+use peapod_runtime::Runtime;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -63,6 +66,16 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     result
 }
 
+/// How many containers the manifest's pods start first (init containers included).
+fn container_count(manifest: &Manifest) -> usize {
+    manifest
+        .pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .map(|s| s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
 async fn run_pods(
     root: &Path,
     state_dir: &Path,
@@ -73,7 +86,11 @@ async fn run_pods(
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     tracing::debug!("run: manifest checked, runtime started");
-    let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory).await?;
+    // A monitor for each container the manifest will start, started now (monitor_pool.rs).
+    let monitors = Arc::new(MonitorPool::default());
+    let exe = std::env::current_exe().context("find the peapod binary")?;
+    monitors.fill(&Runtime::new(root, &exe), container_count(&manifest));
+    let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory, monitors).await?;
     eprintln!(
         "peapod: kubectl works meanwhile: export KUBECONFIG={}",
         daemon.kubeconfig.display()
