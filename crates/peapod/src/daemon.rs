@@ -5,7 +5,7 @@
 use anyhow::Context;
 use peapod_api::http::{router, serve::serve, ApiState};
 use peapod_api::pki::Pki;
-use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError};
+use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError, StoreOptions};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
 use peapod_kubelet::{Node, NodeConfig};
@@ -43,7 +43,8 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        let store = Store::open(&state_dir.join("state.redb"))
+        let store = StoreOptions::from_env()
+            .and_then(|options| Store::open_with(&state_dir.join("state.redb"), options))
             .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
