@@ -855,9 +855,7 @@ async fn watches_opened_during_writes_neither_skip_nor_repeat() {
 fn cache_size_from_the_environment() {
     let with = |v: Option<&str>| {
         StoreOptions::from_lookup(|k| {
-            (k == "PEAPOD_STORE_CACHE_SIZE")
-                .then(|| v)
-                .flatten()
+            v.filter(|_| k == "PEAPOD_STORE_CACHE_SIZE")
                 .map(String::from)
         })
     };

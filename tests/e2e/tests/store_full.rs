@@ -225,14 +225,6 @@ fn full_store_disk_refuses_writes_keeps_serving_and_recovers() {
     assert_eq!(stored(&api), want, "after a restart");
     assert!(exec_echo(&d), "exec after the restart");
     assert_eq!(container_id(&api), id);
-    eprintln!(
-        "{}",
-        d.log()
-            .lines()
-            .filter(|l| l.contains("store"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
     d.finish();
     let dir = disk.dir.clone();
     drop(disk);

@@ -144,7 +144,7 @@ impl<B: Backend> GroupCommit<B> {
             return answer;
         }
         let outcome = batch.outcome.clone();
-        self.wait(state, backend, &outcome)?;
+        blocking(|| self.wait(state, backend, &outcome))?;
         answer
     }
 
@@ -200,6 +200,19 @@ impl<B: Backend> GroupCommit<B> {
         state.committing = false;
         self.finished.notify_all();
         state
+    }
+}
+
+/// Runs `f`, which waits for a commit, telling a multi-threaded tokio runtime first so that it
+/// moves this worker's other tasks to another thread meanwhile: async handlers call the store
+/// directly, and with every worker waiting for an fsync nothing else would run.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
