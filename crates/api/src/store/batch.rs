@@ -181,13 +181,24 @@ impl<B: Backend> GroupCommit<B> {
     ) -> MutexGuard<'a, State<B::Txn, B::Change>> {
         state.committing = true;
         drop(state);
-        let result = match batch.failed {
-            Some(e) => Err(e),
-            None => backend.commit(batch.txn).map_err(Arc::new),
+        let Batch {
+            txn,
+            changes,
+            failed,
+            outcome,
+            ..
+        } = batch;
+        let result = match failed {
+            Some(e) => {
+                // Aborted here, before a recovery that needs no transaction open.
+                drop(txn);
+                Err(e)
+            }
+            None => backend.commit(txn).map_err(Arc::new),
         };
         let mut state = self.lock();
         match &result {
-            Ok(()) => backend.publish(batch.changes),
+            Ok(()) => backend.publish(changes),
             Err(e) if backend.handle_lost(e) => {
                 if let Some(void) = state.open.take() {
                     let _ = void.outcome.set(Err(e.clone()));
@@ -196,7 +207,7 @@ impl<B: Backend> GroupCommit<B> {
             }
             Err(_) => {}
         }
-        let _ = batch.outcome.set(result);
+        let _ = outcome.set(result);
         state.committing = false;
         self.finished.notify_all();
         state
