@@ -850,3 +850,57 @@ async fn watches_opened_during_writes_neither_skip_nor_repeat() {
         assert_eq!(w.revision(), TOTAL);
     }
 }
+
+#[test]
+fn cache_size_from_the_environment() {
+    let with = |v: Option<&str>| {
+        StoreOptions::from_lookup(|k| {
+            v.filter(|_| k == "PEAPOD_STORE_CACHE_SIZE")
+                .map(String::from)
+        })
+    };
+    assert_eq!(with(None).expect("default").cache_bytes, 64 << 20);
+    assert_eq!(with(Some("4Mi")).expect("4Mi").cache_bytes, 4 << 20);
+    let err = with(Some("lots")).expect_err("lots");
+    assert_eq!(
+        err.to_string(),
+        "PEAPOD_STORE_CACHE_SIZE=\"lots\": not a quantity such as 64Mi"
+    );
+}
+
+/// Optimistic concurrency under group commit: writers racing on one object with the
+/// resourceVersion they read either win (and their increment is kept) or get a Conflict; no
+/// update is lost, whichever batch it shared.
+#[test]
+fn racing_updates_with_preconditions_lose_nothing() {
+    let (_dir, store) = open();
+    let k = key("default", "counter");
+    let mut initial = pod("web");
+    initial["status"]["count"] = 0.into();
+    store.create(&k, initial).expect("create");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, k) = (store.clone(), k.clone());
+            std::thread::spawn(move || {
+                let (mut won, mut conflicts) = (0, 0);
+                while won < 10 {
+                    let mut obj = store.get(&k).expect("get").expect("present");
+                    let n = obj["status"]["count"].as_u64().unwrap_or(0);
+                    obj["status"]["count"] = (n + 1).into();
+                    match store.update(&k, obj) {
+                        Ok(_) => won += 1,
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("update: {e}"),
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("writer");
+    }
+    let obj = store.get(&k).expect("get").expect("present");
+    assert_eq!(obj["status"]["count"], 80);
+    assert_eq!(store.revision(), 81);
+}

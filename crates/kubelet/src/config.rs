@@ -8,8 +8,10 @@
 //!   created with, also across a daemon restart).
 //! - `PEAPOD_PIDS_LIMIT` (like `podPidsLimit`, default 2048 as podman's `pids_limit`; `-1` for
 //!   none): `pids.max` of each container's cgroup, so a fork bomb stops at the limit instead
-//!   of exhausting the host's PIDs. The kubelet applies podPidsLimit to the pod's cgroup as a
-//!   whole; peapod has no configured pod-level cgroup, so here each container gets it.
+//!   of exhausting the host's PIDs.
+//! - `PEAPOD_POD_PIDS_LIMIT` (the kubelet's `podPidsLimit`, default `-1`, none): `pids.max` of
+//!   the pod's cgroup (`/peapod/pod<uid>`), which all of a pod's processes count against
+//!   together, whatever each container's own limit.
 
 use peapod_runtime::log::LogLimits;
 
@@ -21,6 +23,8 @@ pub struct NodeConfig {
     pub log_limits: LogLimits,
     /// `pids.max` of each container; `None` for no limit.
     pub pids_limit: Option<i64>,
+    /// `pids.max` of each pod's cgroup; `None` for no limit.
+    pub pod_pids_limit: Option<i64>,
 }
 
 impl Default for NodeConfig {
@@ -28,6 +32,7 @@ impl Default for NodeConfig {
         NodeConfig {
             log_limits: LogLimits::default(),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            pod_pids_limit: None,
         }
     }
 }
@@ -70,12 +75,16 @@ impl NodeConfig {
                 .filter(|n| *n >= 2)
                 .ok_or_else(|| bad(name, &v, "not a whole number of at least 2"))?;
         }
+        let pids = |name: &'static str, v: &str| match v.parse::<i64>() {
+            Ok(-1) => Ok(None),
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(bad(name, v, "not a positive whole number or -1")),
+        };
         if let Some((name, v)) = get("PEAPOD_PIDS_LIMIT") {
-            config.pids_limit = match v.parse::<i64>() {
-                Ok(-1) => None,
-                Ok(n) if n > 0 => Some(n),
-                _ => return Err(bad(name, &v, "not a positive whole number or -1")),
-            };
+            config.pids_limit = pids(name, &v)?;
+        }
+        if let Some((name, v)) = get("PEAPOD_POD_PIDS_LIMIT") {
+            config.pod_pids_limit = pids(name, &v)?;
         }
         Ok(config)
     }
@@ -99,6 +108,7 @@ mod tests {
         assert_eq!(c.log_limits.max_size, 10 * 1024 * 1024);
         assert_eq!(c.log_limits.max_files, 5);
         assert_eq!(c.pids_limit, Some(2048));
+        assert_eq!(c.pod_pids_limit, None, "podPidsLimit defaults to -1");
     }
 
     #[test]
@@ -118,7 +128,10 @@ mod tests {
                 .pids_limit,
             Some(100)
         );
+        let pod = with(&[("PEAPOD_POD_PIDS_LIMIT", "40")]).expect("valid");
+        assert_eq!((pod.pod_pids_limit, pod.pids_limit), (Some(40), Some(2048)));
         for (k, v) in [
+            ("PEAPOD_POD_PIDS_LIMIT", "0"),
             ("PEAPOD_CONTAINER_LOG_MAX_SIZE", "big"),
             ("PEAPOD_CONTAINER_LOG_MAX_SIZE", "0"),
             ("PEAPOD_CONTAINER_LOG_MAX_FILES", "1"),

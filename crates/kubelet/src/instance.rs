@@ -419,7 +419,12 @@ fn prepare(
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
     std::fs::File::create(&term_log).map_err(|e| e.to_string())?;
-    let cgroup_path = format!("{CGROUP_ROOT}/pod{}/{}", ctx.uid(), ContainerId::random());
+    let pod_cgroup = format!("{CGROUP_ROOT}/pod{}", ctx.uid());
+    if let Some(max) = node.config.pod_pids_limit {
+        peapod_runtime::cgroup::set_pids_max(&pod_cgroup, max)
+            .map_err(|e| format!("set the pod's pids limit: {e}"))?;
+    }
+    let cgroup_path = format!("{pod_cgroup}/{}", ContainerId::random());
     let mut config = container_config(
         container,
         ctx,

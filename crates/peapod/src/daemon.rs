@@ -5,7 +5,7 @@
 use anyhow::Context;
 use peapod_api::http::{router, serve::serve, ApiState};
 use peapod_api::pki::Pki;
-use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError};
+use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError, StoreOptions};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
 use peapod_kubelet::monitor_pool::MonitorPool;
@@ -65,11 +65,12 @@ impl Daemon {
             let tls = pki.server_config().context("build the TLS configuration")?;
             anyhow::Ok((pki, tls))
         });
-        let store = match objects {
-            Objects::OnDisk => Store::open(&state_dir.join("state.redb")),
-            Objects::InMemory => Store::open_in_memory(),
-        }
-        .with_context(|| format!("open the object store in {}", state_dir.display()))?;
+        let store = StoreOptions::from_env()
+            .and_then(|options| match objects {
+                Objects::OnDisk => Store::open_with(&state_dir.join("state.redb"), options),
+                Objects::InMemory => Store::open_in_memory(options),
+            })
+            .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
         peapod_kubelet::volumes::ensure_default_class(&store)

@@ -1,5 +1,6 @@
 //! The cgroup side of a container that libcontainer leaves to us: reading whether the kernel
-//! OOM-killed it, and removing the directories it leaves behind.
+//! OOM-killed it, removing the directories it leaves behind, and the pod's own cgroup limit
+//! (`pids.max`, the kubelet's podPidsLimit).
 //!
 //! Both layouts are supported: cgroup v2 (`/sys/fs/cgroup` is cgroup2) and v1 or hybrid (one
 //! hierarchy per controller under `/sys/fs/cgroup/<controller>`).
@@ -49,6 +50,27 @@ pub fn directories(cgroup_path: &str) -> Vec<PathBuf> {
             })
             .unwrap_or_default(),
     }
+}
+
+/// Sets `pids.max` of `cgroup_path` (creating it): every process below it counts, whichever
+/// child cgroup it is in. On v2 the pids controller is enabled down to it first.
+pub fn set_pids_max(cgroup_path: &str, max: i64) -> std::io::Result<()> {
+    let rel = Path::new(cgroup_path.trim_start_matches('/'));
+    let dir = match layout() {
+        Layout::V1 => Path::new(ROOT).join("pids").join(rel),
+        Layout::V2 => {
+            let mut dir = PathBuf::from(ROOT);
+            for part in rel.iter() {
+                // Already enabled is fine; a parent that refuses shows in the write below.
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+pids");
+                dir.push(part);
+                std::fs::create_dir_all(&dir)?;
+            }
+            dir
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("pids.max"), max.to_string())
 }
 
 /// How many times the kernel's OOM killer killed a process in the cgroup.

@@ -8,6 +8,9 @@
 //! - a full filesystem under a container's log directory (a small tmpfs mounted over it): the
 //!   container keeps running and writing, a `FailedLogWrite` event says its lines are lost;
 //! - a fork bomb, held by the pids limit (`PEAPOD_PIDS_LIMIT`, here 64);
+//! - two containers of one pod forking 30 processes each under a pod-level limit
+//!   (`PEAPOD_POD_PIDS_LIMIT`, the kubelet's podPidsLimit, here 40): the pod as a whole stops
+//!   at 40;
 //! - a container filling its emptyDir past `sizeLimit`: the pod is evicted (Failed, reason
 //!   `Evicted`, the kubelet's message), its containers killed and not restarted;
 //! - a container that exits at once, in a restart loop.
@@ -360,5 +363,68 @@ fn full_log_disk_leaves_the_container_running_and_is_an_event() {
     assert!(running(&writer_now), "{:#}", writer_now["status"]);
     assert_eq!(container(&writer_now)["restartCount"], 0);
     steady_goes_on(&api, 10);
+    finish(d, &uids);
+}
+
+#[test]
+fn pod_pids_limit_holds_all_containers_of_a_pod_together() {
+    let (d, api) = start(
+        "peapod-podpids-",
+        &[
+            ("PEAPOD_NETWORK", "none"),
+            ("PEAPOD_PIDS_LIMIT", "-1"),
+            ("PEAPOD_POD_PIDS_LIMIT", "40"),
+        ],
+    );
+    // 64 processes wanted (each container: its PID 1, a forking shell, 30 sleepers); each
+    // container alone would fit under 40. A refused fork ends only the forking subshell.
+    let forks = "(i=0; while [ $i -lt 30 ]; do sleep 3600 & i=$((i+1)); done; wait) & \
+                 exec sleep 3600";
+    let mut forker = pod("forks", forks, "Always");
+    let mut second = forker["spec"]["containers"][0].clone();
+    second["name"] = "d".into();
+    forker["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(second);
+    let uids = vec![uid(&api.create_pod(&forker))];
+    api.wait_pod("forks", "both running", TIMEOUT, |p| {
+        let statuses = p["status"]["containerStatuses"].as_array()?;
+        (statuses.len() == 2 && statuses.iter().all(|c| c["state"]["running"].is_object()))
+            .then_some(())
+    });
+    // The pod's own cgroup in the pids hierarchy (v1) or the unified tree (v2).
+    let pod_cgroup = pod_cgroup_dirs(&uids[0])
+        .into_iter()
+        .find(|dir| dir.join("pids.max").exists())
+        .expect("the pod cgroup has a pids.max");
+    let read = |file: &str| {
+        std::fs::read_to_string(pod_cgroup.join(file))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("pids.max"), "40", "the pod cgroup's pids.max");
+    // pids.current counts every task below the pod cgroup, the zombies of the forking shells
+    // too (the PID 1 sleeps never reap them), which cgroup.procs no longer lists.
+    let mut most = 0;
+    let held = poll_until(Instant::now() + TIMEOUT, || {
+        let now: u64 = read("pids.current").parse().unwrap_or(0);
+        most = most.max(now);
+        let refused = ["c", "d"].iter().any(|c| {
+            api.try_log("forks", &format!("container={c}"))
+                .is_some_and(|l| l.contains("can't fork"))
+        });
+        (refused && now == 40).then_some(())
+    });
+    assert!(
+        held.is_some(),
+        "the pod never reached its limit (at most {most} tasks)"
+    );
+    assert!(most <= 40, "{most} tasks past the pod's limit of 40");
+    let statuses = api.pod("forks")["status"]["containerStatuses"].clone();
+    for c in statuses.as_array().into_iter().flatten() {
+        assert!(c["state"]["running"].is_object(), "{c}");
+    }
     finish(d, &uids);
 }

@@ -2,6 +2,7 @@
 //! the storage failures, each carrying the key or revision it concerns.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::key::ObjectKey;
 use crate::selector::SelectorError;
@@ -75,6 +76,23 @@ pub enum StoreError {
         source: redb::Error,
     },
 
+    /// The filesystem under the store is full: nothing of the failed commit was written. The
+    /// API server answers 500 when etcd runs out of space; so does peapod.
+    #[error("no space left on device for the store ({op})")]
+    NoSpace { op: &'static str },
+
+    /// The commit that held this write failed; every write in it fails with the same cause.
+    #[error(transparent)]
+    Commit(Arc<StoreError>),
+
+    /// A store setting from the environment that cannot be used.
+    #[error("{var}={value:?}: {reason}")]
+    InvalidSetting {
+        var: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
     #[error("reading random bytes for a uid")]
     Random {
         #[source]
@@ -91,10 +109,33 @@ impl From<SelectorError> for StoreError {
     }
 }
 
-/// Wraps any redb error with the operation that failed: `.map_err(db("commit"))`.
-pub(crate) fn db<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: e.into(),
+impl StoreError {
+    /// Whether the storage handle is unusable after this error (redb refuses every later
+    /// operation after an I/O error, until the database is opened again).
+    pub(crate) fn lost_handle(&self) -> bool {
+        match self {
+            StoreError::NoSpace { .. } => true,
+            StoreError::Db { source, .. } => {
+                matches!(source, redb::Error::Io(_) | redb::Error::PreviousIo)
+            }
+            StoreError::Commit(inner) => inner.lost_handle(),
+            _ => false,
+        }
     }
+}
+
+/// Wraps any redb error with the operation that failed: `.map_err(db("commit"))`; a full
+/// filesystem is [`StoreError::NoSpace`].
+pub(crate) fn db<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| match e.into() {
+        redb::Error::Io(io) if no_space(&io) => StoreError::NoSpace { op },
+        source => StoreError::Db { op, source },
+    }
+}
+
+pub(crate) fn no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

@@ -10,7 +10,6 @@
 
 use std::ops::Bound;
 
-use redb::ReadableDatabase;
 use serde_json::Value;
 
 use super::error::{db, StoreError};
@@ -101,11 +100,7 @@ impl Store {
             Some(token) => Some(key::decode_continue(token, &prefix)?),
             None => None,
         };
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(db("begin read transaction"))?;
+        let txn = self.inner.begin_read()?;
         let meta = read_meta(&txn)?;
         let list_revision = match &start {
             Some((revision, _)) if *revision < meta.compacted => {

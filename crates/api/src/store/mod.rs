@@ -5,16 +5,23 @@
 //! revision log until it is compacted.
 //!
 //! Tables: `objects` (encoded key, see `key.rs` → object JSON), `revision_log` (revision → entry,
-//! see `log.rs`) and `meta` (current revision, compacted-through revision). Each write is one
-//! redb write transaction with immediate durability, committed before the call returns: an
-//! acknowledged write survives a crash.
+//! see `log.rs`) and `meta` (current revision, compacted-through revision). Writes are applied
+//! one at a time to a redb write transaction that concurrent writes share (group commit,
+//! `batch.rs`), committed with immediate durability before any of them returns: an acknowledged
+//! write survives a crash, and a write costs one fsync shared with every write queued behind
+//! the previous one. Watchers get each batch's changes after its commit, in revision order.
 //!
-//! Concurrency: writes are serialised by a mutex held from the start of the transaction until
-//! the change has been handed to watchers, so watchers see revisions in order; reads are redb
-//! read transactions (MVCC snapshots) and never wait for a writer. Every method is a short
-//! blocking call; async callers may call them directly for ordinary objects (a write costs one
-//! fsync), and should use `spawn_blocking` for large lists or bulk work.
+//! Reads are redb read transactions (MVCC snapshots) and never wait for a writer. Every method
+//! is a short blocking call; async callers may call them directly for ordinary objects, and
+//! should use `spawn_blocking` for large lists or bulk work.
+//!
+//! Faults: redb refuses every operation after an I/O error (a full disk, say), so a commit that
+//! fails that way closes the database and opens it again (redb's repair keeps the last
+//! committed state; nothing of the failed batch is there). The failed writes answer
+//! [`StoreError::NoSpace`] (or the I/O error); reads and watches go on from the reopened handle,
+//! and writes succeed again once there is space.
 
+mod batch;
 mod error;
 mod hub;
 mod key;
@@ -27,11 +34,14 @@ mod write;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde_json::Value;
 
 pub use error::StoreError;
@@ -40,8 +50,10 @@ pub use list::{ListOptions, ListResult};
 pub use log::EventKind;
 pub use watch::{Filter, Watch, WatchEvent};
 
-use error::db;
+use batch::{Backend, GroupCommit};
+use error::{db, no_space};
 use hub::Hub;
+use log::Change;
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("revision_log");
@@ -68,6 +80,30 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// The defaults with `PEAPOD_STORE_CACHE_SIZE` (a quantity such as `64Mi`) from the process
+    /// environment.
+    pub fn from_env() -> Result<StoreOptions, StoreError> {
+        StoreOptions::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The defaults with the overrides `var` returns (pure, for tests).
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<StoreOptions, StoreError> {
+        let mut options = StoreOptions::default();
+        let name = "PEAPOD_STORE_CACHE_SIZE";
+        if let Some(value) = var(name) {
+            options.cache_bytes = crate::quantity::parse_quantity(value.trim())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(StoreError::InvalidSetting {
+                    var: name,
+                    value,
+                    reason: "not a quantity such as 64Mi",
+                })?;
+        }
+        Ok(options)
+    }
+}
+
 /// A handle on the store; clones share it.
 #[derive(Clone)]
 pub struct Store {
@@ -75,11 +111,13 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Database,
+    /// `None` after an I/O error closed it, until it is opened again. Readers hold the read
+    /// lock for as long as their transaction lives, so closing never pulls a file from under
+    /// one.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     options: StoreOptions,
-    /// Held by each write from `begin_write` until its change is published.
-    writer: Mutex<()>,
+    group: GroupCommit<Inner>,
     /// The last committed revision, for [`Store::revision`].
     revision: AtomicU64,
     hub: Arc<Hub>,
@@ -129,6 +167,125 @@ fn parse_object(key: &[u8], bytes: &[u8]) -> Result<Value, StoreError> {
     })
 }
 
+/// Opens (creating if needed) the redb file.
+/// The path a store kept in memory reports ([`Store::open_in_memory`]).
+const IN_MEMORY: &str = ":memory:";
+
+fn open_database(path: &Path, options: &StoreOptions) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(options.cache_bytes)
+        .create(path)
+        .map_err(|source| match source {
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) if no_space(&io) => {
+                StoreError::NoSpace { op: "open" }
+            }
+            source => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+}
+
+/// A read transaction, holding the database open while it lives.
+pub(crate) struct Reader<'a> {
+    txn: ReadTransaction,
+    _db: RwLockReadGuard<'a, Option<Database>>,
+}
+
+impl Deref for Reader<'_> {
+    type Target = ReadTransaction;
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+impl Inner {
+    /// The database, opened again first if an I/O error closed it.
+    fn handle(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if db.is_some() {
+            return Ok(db);
+        }
+        drop(db);
+        self.reopen()?;
+        Ok(self.db.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.is_none() {
+            *db = Some(open_database(&self.path, &self.options)?);
+            tracing::info!(path = %self.path.display(), "store reopened");
+        }
+        Ok(())
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Db {
+            op: "reopen after an I/O error",
+            source: redb::Error::DatabaseClosed,
+        }
+    }
+
+    fn begin_read(&self) -> Result<Reader<'_>, StoreError> {
+        let handle = self.handle()?;
+        let txn = match handle.as_ref() {
+            Some(database) => database
+                .begin_read()
+                .map_err(db("begin read transaction"))?,
+            None => return Err(self.closed()),
+        };
+        Ok(Reader { txn, _db: handle })
+    }
+}
+
+impl Backend for Inner {
+    type Txn = WriteTransaction;
+    type Change = Change;
+
+    fn begin(&self) -> Result<WriteTransaction, StoreError> {
+        let handle = self.handle()?;
+        match handle.as_ref() {
+            Some(database) => database
+                .begin_write()
+                .map_err(db("begin write transaction")),
+            None => Err(self.closed()),
+        }
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(db("commit"))
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        for change in changes {
+            self.revision.store(change.revision, Ordering::Release);
+            tracing::trace!(
+                revision = change.revision,
+                kind = change.kind.as_str(),
+                "stored"
+            );
+            self.hub.publish(&Arc::new(change));
+        }
+    }
+
+    fn handle_lost(&self, error: &StoreError) -> bool {
+        error.lost_handle()
+    }
+
+    fn recover(&self) {
+        if self.path == Path::new(IN_MEMORY) {
+            return; // no file to reopen: the memory it lives in is all there is
+        }
+        tracing::warn!(path = %self.path.display(), "store closed after an I/O error");
+        // Dropping the handle closes the file (once readers are done), so it can be reopened.
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Err(error) = self.reopen() {
+            tracing::warn!(%error, "store not reopened yet, retrying with the next request");
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in the redb file at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -136,27 +293,22 @@ impl Store {
     }
 
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let database = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let database = open_database(path, &options)?;
         Store::with_database(database, path, options)
     }
 
     /// A store that lives in memory only, for a daemon whose objects end with it (`peapod
     /// run`): the same transactions and revisions, without a file or an fsync per write.
-    pub fn open_in_memory() -> Result<Store, StoreError> {
-        let path = Path::new(":memory:");
+    pub fn open_in_memory(options: StoreOptions) -> Result<Store, StoreError> {
+        let path = Path::new(IN_MEMORY);
         let database = Database::builder()
+            .set_cache_size(options.cache_bytes)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Store::with_database(database, path, StoreOptions::default())
+        Store::with_database(database, path, options)
     }
 
     fn with_database(
@@ -181,10 +333,10 @@ impl Store {
         tracing::debug!(path = %path.display(), revision = meta.revision, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
-                db: database,
+                db: RwLock::new(Some(database)),
                 path: path.to_path_buf(),
                 options,
-                writer: Mutex::new(()),
+                group: GroupCommit::default(),
                 revision: AtomicU64::new(meta.revision),
                 hub: Arc::new(Hub::default()),
                 urandom,
@@ -200,21 +352,13 @@ impl Store {
     /// The revision log reaches back to (but not including) this revision: watches and continue
     /// tokens from older revisions are `Gone`.
     pub fn compacted(&self) -> Result<u64, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(db("begin read transaction"))?;
+        let txn = self.inner.begin_read()?;
         Ok(read_meta(&txn)?.compacted)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let encoded = key::encode(key)?;
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(db("begin read transaction"))?;
+        let txn = self.inner.begin_read()?;
         let objects = txn.open_table(OBJECTS).map_err(db("open objects table"))?;
         let value = objects.get(encoded.as_slice()).map_err(db("read object"))?;
         value.map(|v| parse_object(&encoded, v.value())).transpose()
@@ -223,19 +367,13 @@ impl Store {
     /// Drops the log entries with revision <= `keep_after` (capped at the current revision) and
     /// records the compaction point; watches and continue tokens from before it become `Gone`.
     pub fn compact(&self, keep_after: u64) -> Result<(), StoreError> {
-        let _writer = self.lock_writer();
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(db("begin write transaction"))?;
-        {
+        self.inner.group.run(&self.inner, |txn| {
             let mut meta = txn.open_table(META).map_err(db("open meta table"))?;
             let revision = meta_value(&meta, META_REVISION)?;
             let previous = meta_value(&meta, META_COMPACTED)?;
             let through = keep_after.min(revision);
             if through <= previous {
-                return Ok(());
+                return Ok(batch::Applied::Read(()));
             }
             let mut log_table = txn.open_table(LOG).map_err(db("open revision log"))?;
             log_table
@@ -244,16 +382,8 @@ impl Store {
             meta.insert(META_COMPACTED, through)
                 .map_err(db("write meta table"))?;
             tracing::debug!(through, "revision log compacted");
-        }
-        txn.commit().map_err(db("commit"))
-    }
-
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guarded state is in the database, which an aborted transaction leaves unchanged.
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            Ok(batch::Applied::Wrote((), None))
+        })
     }
 
     /// A fresh version 4 UUID for `metadata.uid`.

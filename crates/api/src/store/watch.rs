@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 
-use redb::ReadableDatabase;
 use serde_json::Value;
 
 use super::error::{db, StoreError};
@@ -153,11 +152,7 @@ impl Store {
             .inner
             .hub
             .subscribe(prefix.clone(), self.inner.options.watch_capacity);
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(db("begin read transaction"))?;
+        let txn = self.inner.begin_read()?;
         let meta = read_meta(&txn)?;
         if since_rv != 0 && since_rv < meta.compacted {
             return Err(StoreError::Gone {

@@ -1,17 +1,15 @@
-//! Writes: create, update, read-modify-write and delete, each one redb write transaction that
-//! stores the object, appends to the revision log and advances the revision, then hands the
-//! change to watchers.
+//! Writes: create, update, read-modify-write and delete. Each stores the object, appends to the
+//! revision log and advances the revision inside the open batch's transaction (`batch.rs`); the
+//! change reaches watchers once that batch is committed.
 //!
 //! An update that changes nothing is not written and gets no new revision, as with the API
 //! server (its storage layer skips no-op updates), so a kubelet re-reporting the same status
 //! does not wake every watcher.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use redb::ReadableTable;
 use serde_json::Value;
 
+use super::batch::Applied;
 use super::error::{db, StoreError};
 use super::log::{self, Change, EventKind};
 use super::object::{self, Fresh};
@@ -94,20 +92,14 @@ impl Store {
         })
     }
 
-    /// The write pipeline: under the writer lock, read the current object, let `decide` choose,
-    /// store object, log entry and revision in one transaction, commit, publish.
+    /// The write pipeline: in the open batch (see `batch.rs`), read the current object, let
+    /// `decide` choose, store object, log entry and revision; answer once the batch is durable.
     fn write<D>(&self, key: &ObjectKey, decide: D) -> Result<Value, StoreError>
     where
         D: FnOnce(Option<&Value>, u64) -> Result<Decision, StoreError>,
     {
         let encoded = key::encode(key)?;
-        let _writer = self.lock_writer();
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(db("begin write transaction"))?;
-        let change = {
+        self.inner.group.run(&self.inner, |txn| {
             let mut objects = txn.open_table(OBJECTS).map_err(db("open objects table"))?;
             let mut log_table = txn.open_table(LOG).map_err(db("open revision log"))?;
             let mut meta = txn.open_table(META).map_err(db("open meta table"))?;
@@ -118,7 +110,7 @@ impl Store {
             };
             let (kind, object) = match decide(current.as_ref(), revision)? {
                 Decision::Write { kind, object } => (kind, object),
-                Decision::Unchanged(object) => return Ok(object),
+                Decision::Unchanged(object) => return Ok(Applied::Read(object)),
             };
             let json = to_json(key, &object)?;
             let prev = current.filter(|_| kind == EventKind::Modified);
@@ -138,22 +130,15 @@ impl Store {
                 .map_err(db("append to revision log"))?;
             meta.insert(META_REVISION, revision)
                 .map_err(db("write meta table"))?;
-            Change {
+            let change = Change {
                 revision,
                 kind,
-                key: encoded,
-                object,
+                key: encoded.clone(),
+                object: object.clone(),
                 prev,
-            }
-        };
-        txn.commit().map_err(db("commit"))?;
-        self.inner
-            .revision
-            .store(change.revision, Ordering::Release);
-        tracing::trace!(revision = change.revision, kind = change.kind.as_str(), %key, "stored");
-        let object = change.object.clone();
-        self.inner.hub.publish(&Arc::new(change));
-        Ok(object)
+            };
+            Ok(Applied::Wrote(object, Some(change)))
+        })
     }
 }
 
