@@ -42,6 +42,7 @@ pub fn sandbox_config(ctx: &PodContext, host_resolv: &str) -> SandboxConfig {
         hostname,
         disk_volumes,
         memory_volumes,
+        share_process_namespace: crate::translate::shares_pids(ctx),
     }
 }
 
@@ -164,5 +165,6 @@ mod tests {
         assert_eq!(cfg.memory_volumes[0].size_limit, Some(1 << 20));
         assert_eq!(cfg.resolv_conf, "nameserver 10.0.0.1\nsearch x\n");
         assert!(cfg.hosts.ends_with("127.0.1.1\tweb\n"));
+        assert!(!cfg.share_process_namespace);
     }
 }

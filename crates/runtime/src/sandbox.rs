@@ -2,11 +2,13 @@
 //! `/etc/resolv.conf` and volumes that a pod's containers share.
 //!
 //! The namespaces are pinned by bind mounts (see `peapod_sys::ns::pin`), so no pause process
-//! is needed. Creation and removal run in a re-executed helper (`peapod __sandbox create|remove
+//! is needed, except for a pod with `shareProcessNamespace: true`: its PID namespace lives
+//! only as long as a PID 1 does, the pod's init (`pod_init.rs`). Creation and removal run in a re-executed helper (`peapod __sandbox create|remove
 //! <dir>`), a single-threaded process, never a daemon thread.
 //!
 //! Layout of `<root>/pods/<uid>/`: `sandbox.json`, `ns/{net,ipc,uts}`, `shm/`, `etc/{hosts,
-//! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`.
+//! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`; with a shared
+//! PID namespace also `ns/pid`, `pod-init.pid` and `pod-init-root/` (its empty root).
 
 use crate::atomic;
 use crate::error::{io, Result, RuntimeError};
@@ -32,6 +34,9 @@ pub struct SandboxConfig {
     pub disk_volumes: Vec<String>,
     /// `emptyDir` volumes with `medium: Memory`: each one tmpfs, with its `sizeLimit`.
     pub memory_volumes: Vec<MemoryVolume>,
+    /// `shareProcessNamespace`: one PID namespace for the pod, with the pod's init as PID 1.
+    #[serde(default)]
+    pub share_process_namespace: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +61,14 @@ impl SandboxDir {
     pub fn ns(&self, ns: PodNamespace) -> PathBuf {
         self.path.join("ns").join(ns.proc_name())
     }
+    /// The pinned PID namespace of a pod that shares one.
+    pub fn pid_ns(&self) -> PathBuf {
+        self.path.join("ns").join("pid")
+    }
+    /// The host PID of the pod's init (shared PID namespace only).
+    pub fn pod_init_pid(&self) -> PathBuf {
+        self.path.join("pod-init.pid")
+    }
     pub fn shm(&self) -> PathBuf {
         self.path.join("shm")
     }
@@ -76,6 +89,7 @@ impl SandboxDir {
             net: self.ns(PodNamespace::Net),
             ipc: self.ns(PodNamespace::Ipc),
             uts: self.ns(PodNamespace::Uts),
+            pid: None,
         }
     }
 }
@@ -149,6 +163,7 @@ pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     let dir = SandboxDir::new(dir.to_path_buf());
     let result = match verb {
         "create" => create(&dir).inspect_err(|_| {
+            let _ = crate::pod_init::stop(&dir);
             let _ = unmount_all(&dir);
         }),
         "remove" => remove(&dir),
@@ -186,6 +201,10 @@ fn create(dir: &SandboxDir) -> Result<()> {
     for vol in &config.memory_volumes {
         peapod_sys::mount::tmpfs(&dir.volume(&vol.name), vol.size_limit, 0o777)?;
     }
+    if config.share_process_namespace {
+        peapod_sys::ns::unshare_pid()?;
+        crate::pod_init::start(dir)?;
+    }
     Ok(())
 }
 
@@ -197,6 +216,7 @@ fn unmount_all(dir: &SandboxDir) -> Result<()> {
 }
 
 fn remove(dir: &SandboxDir) -> Result<()> {
+    crate::pod_init::stop(dir)?;
     unmount_all(dir)?;
     match std::fs::remove_dir_all(&dir.path) {
         Ok(()) => Ok(()),
