@@ -13,6 +13,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod selector;
 pub mod store;
+pub mod strict_json;
 pub mod validation;
 
 pub use field::{FieldError, FieldPath};

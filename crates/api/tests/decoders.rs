@@ -137,3 +137,32 @@ fn admission_and_patches_never_panic() {
         }
     }
 }
+
+/// The body decoder that notices duplicate keys agrees with serde_json on every mutated input:
+/// the same inputs are accepted, and what it accepts decodes to the same value (serde_json also
+/// keeps the last of a duplicated key).
+#[test]
+fn strict_json_agrees_with_serde_json() {
+    let corpus = [
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"a":"b","a":"c"}},"spec":{"containers":[{"name":"c","image":"busybox","args":["-x",1,2.5,null,true]}]}}"#,
+        r#"[{"k":{"k":{"k":[]}}},"\u00e9\n",-0,1e5,18446744073709551615]"#,
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0004);
+    for input in corpus {
+        for _ in 0..3_000 {
+            let bytes = mutate(input.as_bytes(), &mut rng);
+            let ours = peapod_api::strict_json::from_slice(&bytes).map(|(v, _)| v);
+            let theirs = serde_json::from_slice::<Value>(&bytes);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(&bytes)),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!(
+                    "{}: ours {:?}, serde_json {:?}",
+                    String::from_utf8_lossy(&bytes),
+                    a.is_ok(),
+                    b.is_ok()
+                ),
+            }
+        }
+    }
+}

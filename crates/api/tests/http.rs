@@ -107,6 +107,26 @@ impl Api {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
     }
+    /// A JSON body given as text (so it can say things `Value` cannot, like a key twice);
+    /// returns the `Warning` header lines too.
+    async fn raw_json(&self, method: Method, uri: &str, body: &str) -> (StatusCode, Vec<String>) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        req.extensions_mut().insert(admin());
+        let resp = self.router.clone().oneshot(req).await.expect("response");
+        let warnings = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .collect();
+        (resp.status(), warnings)
+    }
+
     async fn json(&self, method: Method, uri: &str, body: &Value) -> (StatusCode, Value) {
         self.send(
             method,
@@ -247,6 +267,86 @@ async fn bad_input_gets_a_status_and_the_server_keeps_serving() {
     );
     let (code, _) = api.json(Method::POST, PODS, &pod("still-serving")).await;
     assert_eq!(code, StatusCode::CREATED);
+}
+
+/// A key given twice (<https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation>):
+/// Strict refuses the request and creates nothing, Warn (the default) warns and keeps the last
+/// value, Ignore says nothing.
+#[tokio::test]
+async fn duplicate_fields_follow_field_validation() {
+    let api = api();
+    let body = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"a","app":"b"}}}},
+            "spec":{{"containers":[{{"name":"c","image":"busybox","image":"busybox"}}]}}}}"#
+        )
+    };
+    let (code, _) = api
+        .raw_json(
+            Method::POST,
+            &format!("{PODS}?fieldValidation=Strict"),
+            &body("strict"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, s) = api
+        .send(
+            Method::POST,
+            &format!("{PODS}?fieldValidation=Strict"),
+            "application/json",
+            body("strict").into_bytes(),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s["message"],
+        "strict decoding error: duplicate field \"metadata.labels.app\", duplicate field \"spec.containers[0].image\""
+    );
+    let (code, _) = api
+        .json(Method::GET, &format!("{PODS}/strict"), &Value::Null)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "nothing created");
+
+    let (code, warnings) = api.raw_json(Method::POST, PODS, &body("warn")).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(
+        warnings,
+        [
+            "299 - \"duplicate field 'metadata.labels.app'\"",
+            "299 - \"duplicate field 'spec.containers[0].image'\""
+        ]
+    );
+    let (_, pod) = api
+        .json(Method::GET, &format!("{PODS}/warn"), &Value::Null)
+        .await;
+    assert_eq!(
+        pod["metadata"]["labels"]["app"], "b",
+        "the last value is kept"
+    );
+
+    let (code, warnings) = api
+        .raw_json(
+            Method::POST,
+            &format!("{PODS}?fieldValidation=Ignore"),
+            &body("ignore"),
+        )
+        .await;
+    assert_eq!((code, warnings.len()), (StatusCode::CREATED, 0));
+
+    let patch = r#"{"metadata":{"labels":{"x":"1","x":"2"}}}"#;
+    let (code, s) = api
+        .send(
+            Method::PATCH,
+            &format!("{PODS}/warn?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            patch.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{s}");
+    let (_, pod) = api
+        .json(Method::GET, &format!("{PODS}/warn"), &Value::Null)
+        .await;
+    assert!(pod["metadata"]["labels"].get("x").is_none(), "not patched");
 }
 
 #[tokio::test]
@@ -409,4 +509,55 @@ async fn dependents_follow_their_owner_unless_orphaned() {
         .json(Method::GET, &format!("{cms}/kept"), &Value::Null)
         .await;
     assert_eq!(code, StatusCode::OK);
+}
+
+/// A watch that allows bookmarks gets one shortly before its timeout, carrying a resourceVersion
+/// at least as new as every event it was sent; one that does not allow them gets none.
+#[tokio::test]
+async fn watch_bookmarks_come_before_the_timeout() {
+    let api = api();
+    let (code, created) = api.json(Method::POST, PODS, &pod("marked")).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let created_rv: u64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .expect("resourceVersion");
+    let lines = |allow: bool| {
+        let api = &api;
+        async move {
+            let uri = format!(
+                "{PODS}?watch=true&timeoutSeconds=3&allowWatchBookmarks={allow}&resourceVersion=0"
+            );
+            let mut req = Request::builder()
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request");
+            req.extensions_mut().insert(admin());
+            let resp = api.router.clone().oneshot(req).await.expect("response");
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("event line"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (with, without) = tokio::join!(lines(true), lines(false));
+    let types = |events: &[Value]| {
+        events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types(&with), ["ADDED", "BOOKMARK"], "{with:?}");
+    assert_eq!(types(&without), ["ADDED"], "{without:?}");
+    let bookmark = &with[1]["object"];
+    assert_eq!(
+        (bookmark["kind"].as_str(), bookmark["apiVersion"].as_str()),
+        (Some("Pod"), Some("v1"))
+    );
+    let rv: u64 = bookmark["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .expect("bookmark resourceVersion");
+    assert!(rv >= created_rv, "{rv} < {created_rv}");
 }

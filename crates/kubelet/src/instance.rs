@@ -112,10 +112,14 @@ pub(crate) fn spawn(
             }
         };
         let id = p.id.clone();
-        let mut child = match tokio::process::Command::from(p.cmd)
-            .kill_on_drop(false)
-            .spawn()
-        {
+        let pooled = node.monitors.hand(&node.runtime.dir(&id).path).await;
+        let spawned = match pooled {
+            Some(child) => Ok(child),
+            None => tokio::process::Command::from(p.cmd)
+                .kill_on_drop(false)
+                .spawn(),
+        };
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let _ = tx.send(Msg::Failed {

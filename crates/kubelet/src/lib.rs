@@ -11,6 +11,7 @@ pub mod grpc_probe;
 mod instance;
 pub mod limits;
 pub mod logs;
+pub mod monitor_pool;
 pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;

@@ -88,6 +88,7 @@ pub(crate) async fn create_sandbox(
             .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
         let ip = net.allocate(ctx.uid()).await.map_err(|e| error_chain(&e))?;
         ctx.pod_ip = Some(ip.to_string());
+        tracing::debug!(%ip, "pod address allocated");
     }
     let mut config = sandbox_config(&ctx, &node.host_resolv);
     let policy = ctx.pod.spec.as_ref().and_then(|s| s.dns_policy.as_deref());
@@ -96,16 +97,20 @@ pub(crate) async fn create_sandbox(
         config.resolv_conf =
             peapod_net::dns::resolv_conf(ctx.namespace(), c.gateway(), &c.cluster_domain);
     }
-    let exe = node.runtime.exe().to_path_buf();
     let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
+    let exe = node.runtime.exe().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let cmd = sandbox::prepare(&exe, &task_dir, &config).map_err(|e| error_chain(&e))?;
-        sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;
+        sandbox::create(&task_dir, &config).map_err(|e| error_chain(&e))?;
+        if config.share_process_namespace {
+            let cmd = sandbox::pod_init_command(&exe, &task_dir);
+            sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;
+        }
         crate::projected::write_all(&task_ctx, &task_dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
     })
     .await
     .map_err(|e| e.to_string())??;
+    tracing::debug!("pod namespaces and volumes made");
     if let Some(net) = &network {
         net.connect(ctx.uid(), &dir.sandbox_ref().net)
             .await

@@ -36,6 +36,8 @@ pub struct Node {
     pub host_resolv: String,
     /// Log rotation and the pids limit of the containers it starts.
     pub config: crate::config::NodeConfig,
+    /// Monitors started ahead of their containers (`peapod run`).
+    pub monitors: Arc<crate::monitor_pool::MonitorPool>,
 }
 
 impl Node {
@@ -301,6 +303,7 @@ async fn run(
         })
         .collect();
     let pod_dir = SandboxDir::new(node.pods_root().join(ctx.uid()));
+    tracing::debug!("pod worker started");
     // The sandbox outlived an earlier daemon: adopt it and whatever runs in it (see adopt.rs).
     let adopting = sandbox_left(&node, ctx.uid());
     if adopting {

@@ -8,6 +8,7 @@ use peapod_api::pki::Pki;
 use peapod_api::store::{ListOptions, ObjectKey, Store, StoreError};
 use peapod_kubelet::controller::NodeController;
 use peapod_kubelet::logs::NodeLogs;
+use peapod_kubelet::monitor_pool::MonitorPool;
 use peapod_kubelet::{Node, NodeConfig};
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::{NetworkConfig, PodNetwork};
@@ -32,25 +33,50 @@ pub struct Daemon {
     network: Option<(PodNetwork, Vec<JoinHandle<()>>)>,
 }
 
+/// Where a daemon keeps its API objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    /// In `state.redb` in the state directory, every write durable (`peapod serve`).
+    OnDisk,
+    /// In memory: they end with the process, as `peapod run`'s do (no fsync on the pod start
+    /// path; its containers' own records stay on disk).
+    InMemory,
+}
+
 impl Daemon {
-    /// Opens everything under `root` and starts serving on `listen`. The object store and the
-    /// kubeconfig live in `state_dir` (the root itself for `serve`, a directory of its own for
-    /// each `peapod run`).
+    /// Opens everything under `root` and starts serving on `listen`. The kubeconfig (and the
+    /// object store when it is on disk) live in `state_dir` (the root itself for `serve`, a
+    /// directory of its own for each `peapod run`).
     pub async fn start(
         root: &Path,
         state_dir: &Path,
         listen: SocketAddr,
+        objects: Objects,
+        monitors: Arc<MonitorPool>,
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        let store = Store::open(&state_dir.join("state.redb"))
-            .with_context(|| format!("open the object store in {}", state_dir.display()))?;
+        // The certificates and the TLS configuration on the other core meanwhile: parsing and
+        // checking keys is a millisecond of CPU the pods' start need not wait for.
+        let pki_dir = root.join("pki");
+        let tls_setup = tokio::task::spawn_blocking(move || {
+            let pki =
+                Pki::load_or_create(&pki_dir, &[]).context("load or create the certificates")?;
+            let tls = pki.server_config().context("build the TLS configuration")?;
+            anyhow::Ok((pki, tls))
+        });
+        let store = match objects {
+            Objects::OnDisk => Store::open(&state_dir.join("state.redb")),
+            Objects::InMemory => Store::open_in_memory(),
+        }
+        .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
         bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
         peapod_kubelet::volumes::ensure_default_class(&store)
             .context("create the default StorageClass")?;
-        let pki = Pki::load_or_create(&root.join("pki"), &[])
-            .context("load or create the certificates")?;
+        tracing::debug!("daemon start: store ready");
+        let (pki, tls) = tls_setup.await.context("load the certificates")??;
+        tracing::debug!("daemon start: certificates loaded");
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
@@ -70,9 +96,12 @@ impl Daemon {
             registries: peapod_kubelet::pull::registries_from_env(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             config: NodeConfig::from_env().context("read the node settings")?,
+            monitors,
         };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
+        tracing::debug!("daemon start: images and node settings read");
         let network = start_network(root, &store, &node.host_resolv).await?;
+        tracing::debug!("daemon start: pod network ready");
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),
@@ -86,7 +115,6 @@ impl Daemon {
             server_address: address.to_string(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tls = pki.server_config().context("build the TLS configuration")?;
         tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));
@@ -96,6 +124,7 @@ impl Daemon {
             root.join("volumes"),
         ));
         tokio::spawn(controller.clone().run(store, node, node_name));
+        tracing::debug!("daemon start: serving");
         Ok(Daemon {
             api,
             controller,

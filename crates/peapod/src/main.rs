@@ -48,7 +48,7 @@ enum Command {
     /// A container's monitor process (internal; dispatched before clap)
     #[command(name = "__monitor", hide = true)]
     Monitor { dir: PathBuf },
-    /// Create or remove a pod sandbox (internal; dispatched before clap)
+    /// Remove a pod sandbox (internal; dispatched before clap)
     #[command(name = "__sandbox", hide = true)]
     Sandbox { verb: String, dir: PathBuf },
 }
@@ -83,6 +83,13 @@ fn main() -> ExitCode {
 
 fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
     match argv.get(1)?.to_str()? {
+        "__monitor" if argv.len() == 3 && argv[2] == peapod_runtime::container::POOLED_FLAG => {
+            let Some(dir) = peapod_runtime::monitor::pooled_dir() else {
+                return Some(0);
+            };
+            cli::logging::init_file(&dir.join("monitor.log"));
+            Some(peapod_runtime::monitor::main(&dir))
+        }
         "__monitor" if argv.len() == 3 => {
             let dir = PathBuf::from(&argv[2]);
             // Not stderr: libcontainer logs from the container's init process too, where fd 2

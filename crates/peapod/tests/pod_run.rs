@@ -765,3 +765,56 @@ fn sigint_while_the_pod_starts_leaves_nothing() {
         pod.assert_no_leaks(&root);
     }
 }
+
+/// `peapod run` starts a monitor for each container of its manifest before its daemon is up
+/// (kubelet/src/monitor_pool.rs): each one ends up serving a container, the init container's
+/// included, and none is left waiting once the pod runs.
+#[test]
+fn monitors_started_ahead_each_serve_a_container() {
+    let root = TestRoot::new();
+    let path = root.manifest(
+        "pod.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ahead
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: setup
+    image: busybox
+    command: ["sh", "-c", "echo init-done"]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo app-up; while true; do sleep 1 & wait $!; done"]
+"#,
+    );
+    let mut pod = root.run(&path);
+    pod.wait_for("ahead/setup | init-done", START);
+    pod.wait_for("ahead/app | app-up", START);
+    let waiting = |root: &TestRoot| {
+        root.processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("__monitor --pooled"))
+            .collect::<Vec<_>>()
+    };
+    let settled = poll_until(deadline_in(START), || {
+        let supervising = root
+            .processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("--supervise"))
+            .count();
+        (waiting(&root).is_empty() && supervising == 1).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "monitors still waiting: {:?}\n{}",
+        waiting(&root),
+        pod.transcript()
+    );
+    pod.interrupt();
+    assert_eq!(pod.exit_code(deadline_in(EXIT)), 0, "{}", pod.transcript());
+    pod.assert_no_leaks(&root);
+}

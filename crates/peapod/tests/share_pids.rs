@@ -107,6 +107,15 @@ fn containers_share_one_pid_namespace_with_a_reaping_init() {
         "{cmdline:?}"
     );
     let ns = pid_ns(init).expect("the init's namespace");
+    // Nobody's child: not the daemon's, whose exit would otherwise leave it a zombie there.
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).expect("stat");
+    let ppid = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .to_string();
+    let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    assert_ne!(parent.trim(), "peapod", "the pod's init is a child of peapod {ppid}");
     let procs = pod.container_procs();
     assert_eq!(procs.len(), 2, "{}", pod.transcript());
     for p in &procs {

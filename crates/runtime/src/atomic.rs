@@ -1,11 +1,19 @@
-//! Durable, atomic small-file writes: a reader sees the old content or the new, never half.
+//! Atomic small-file writes for the runtime's records (container and sandbox configs, start and
+//! exit records): a reader sees the old content or the new, never half.
+//!
+//! Atomic against a crash of any process (the daemon, a monitor): the rename is visible at once
+//! through the page cache. Not fsynced: these records describe processes and mounts that a crash
+//! of the machine ends anyway, so after a reboot they only say what to clean up, and a reader
+//! treats one that did not reach the disk as absent or unreadable (`adopt.rs`). This keeps
+//! fourteen fsyncs off every two-container pod start; like containerd, which keeps its runtime
+//! state on tmpfs. What must survive the machine (API objects, images) is fsynced where it is
+//! written (`peapod_api::store`, `image/`).
 
 use crate::error::{io, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory, fsyncs it, renames
-/// it into place and fsyncs the directory.
+/// Writes `bytes` to `path` through a temporary file in the same directory renamed into place.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -16,12 +24,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     {
         let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Serialises `value` as JSON and writes it atomically.

@@ -4,7 +4,8 @@
 //!
 //! Synchronous by design (STYLE.md rule 10): the async kubelet calls it through
 //! `spawn_blocking`, and the parts that touch namespaces and mounts run in re-executed,
-//! single-threaded helper processes (`__monitor`, `__sandbox`).
+//! single-threaded helper processes (`__monitor`, `__sandbox remove`) or on a thread of their
+//! own that exits afterwards (a sandbox's namespaces).
 
 pub mod atomic;
 pub mod attach;

@@ -28,6 +28,19 @@ pub const CGROUP_ROOT: &str = "/peapod";
 /// How long libcontainer's container init may take to send its terminal's master.
 const MASTER_WAIT_MS: u16 = 10_000;
 
+/// A pooled monitor (`__monitor --pooled`) waits here for the container directory it is to
+/// monitor, one line on stdin; then stdin is /dev/null and stderr the container's
+/// `monitor.log`, as for a monitor started for that container. `None` when stdin closed first
+/// (the daemon had no container for it) or the line names no container directory.
+pub fn pooled_dir() -> Option<PathBuf> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).ok()?;
+    let dir = PathBuf::from(line.trim_end_matches('\n'));
+    ContainerId::parse(&dir.file_name()?.to_string_lossy())?;
+    sysproc::stdio_to(&dir.join("monitor.log")).ok()?;
+    Some(dir)
+}
+
 /// Runs the monitor for the container in `dir`; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     let Some(id) = dir

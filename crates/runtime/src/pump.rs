@@ -22,6 +22,8 @@ use std::os::fd::{AsFd, OwnedFd};
 /// How long to keep draining the container's pipes after it exited (a process that escaped the
 /// PID namespace could hold them open forever).
 const DRAIN_AFTER_EXIT_MS: u16 = 2000;
+/// When the monitor drops the executable pages it touched a second time (see `pump`).
+const SETTLE_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Pumps the container's output into its log (and to attached clients) until it exited and its
 /// pipes are drained; feeds attached clients' input to its stdin.
@@ -57,9 +59,16 @@ pub(crate) fn pump(
     let mut log_failed_marked = false;
     let mut buf = vec![0u8; 64 * 1024];
     // From here on the monitor only waits, copies and formats log lines: what startup paged
-    // in of the binary need not stay resident for the container's whole life.
+    // in of the binary need not stay resident for the container's whole life. Once more when
+    // the container has settled: what its first moments touched once (the first log file
+    // checks, attach set-up) goes too, and only the loop's own pages come back.
     sysproc::release_clean_exe_pages();
+    let mut settle_release = Some(std::time::Instant::now() + SETTLE_RELEASE_AFTER);
     loop {
+        if settle_release.is_some_and(|at| std::time::Instant::now() >= at) {
+            sysproc::release_clean_exe_pages();
+            settle_release = None;
+        }
         for (reaped, how) in sysproc::reap_exited() {
             if reaped == pid {
                 exit = Some((how, now_rfc3339_nano()));
@@ -68,10 +77,15 @@ pub(crate) fn pump(
         if exit.is_some() && pipes.iter().all(Option::is_none) {
             break;
         }
-        let timeout = if exit.is_some() {
-            PollTimeout::from(DRAIN_AFTER_EXIT_MS)
-        } else {
-            PollTimeout::NONE
+        let timeout = match (exit.is_some(), settle_release) {
+            (true, _) => PollTimeout::from(DRAIN_AFTER_EXIT_MS),
+            (false, Some(at)) => {
+                let ms = at
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis();
+                PollTimeout::from(u16::try_from(ms + 1).unwrap_or(u16::MAX))
+            }
+            (false, None) => PollTimeout::NONE,
         };
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let open: Vec<usize> = (0..pipes.len()).filter(|i| pipes[*i].is_some()).collect();
@@ -97,7 +111,10 @@ pub(crate) fn pump(
             }
         };
         if ready == 0 {
-            break; // drained long enough after the exit
+            if exit.is_some() {
+                break; // drained long enough after the exit
+            }
+            continue; // the settle release is due
         }
         let revents: Vec<PollFlags> = fds
             .iter()

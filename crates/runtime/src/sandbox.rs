@@ -2,9 +2,14 @@
 //! `/etc/resolv.conf` and volumes that a pod's containers share.
 //!
 //! The namespaces are pinned by bind mounts (see `peapod_sys::ns::pin`), so no pause process
-//! is needed, except for a pod with `shareProcessNamespace: true`: its PID namespace lives
-//! only as long as a PID 1 does, the pod's init (`pod_init.rs`). Creation and removal run in a re-executed helper (`peapod __sandbox create|remove
-//! <dir>`), a single-threaded process, never a daemon thread.
+//! is needed. Creation runs on a thread of its own that unshares the namespaces, pins them and
+//! exits (never a tokio thread, which would stay in the pod's namespaces); removal runs in a
+//! re-executed helper (`peapod __sandbox remove <dir>`), a single-threaded process.
+//!
+//! A pod with `shareProcessNamespace: true` also gets a PID namespace, which lives only as
+//! long as its PID 1 does: the pod's init (`pod_init.rs`), started by the helper
+//! `peapod __sandbox pod-init <dir>` in the pod's namespaces, so that it is nobody's child
+//! once the helper exits (a thread of the daemon would make it the daemon's).
 //!
 //! Layout of `<root>/pods/<uid>/`: `sandbox.json`, `ns/{net,ipc,uts}`, `shm/`, `etc/{hosts,
 //! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`; with a shared
@@ -94,9 +99,9 @@ impl SandboxDir {
     }
 }
 
-/// Writes the sandbox's files and returns the helper command that creates it. The helper
-/// prints `ok` or `failed <message>` on one line and exits.
-pub fn prepare(exe: &Path, dir: &SandboxDir, config: &SandboxConfig) -> Result<Command> {
+/// Writes the sandbox's files and creates it: its namespaces made and pinned on a thread of
+/// their own, `/dev/shm` and the memory-backed volumes mounted. A failure leaves no mount.
+pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
     for d in [
         dir.path.join("ns"),
         dir.shm(),
@@ -119,12 +124,37 @@ pub fn prepare(exe: &Path, dir: &SandboxDir, config: &SandboxConfig) -> Result<C
     std::fs::write(dir.etc("resolv.conf"), &config.resolv_conf)
         .map_err(io(dir.etc("resolv.conf")))?;
     atomic::write_json(&dir.config(), config)?;
-    Ok(helper(exe, "create", dir))
+    let (task_dir, task_config) = (dir.clone(), config.clone());
+    let made = std::thread::Builder::new()
+        .name("pod-sandbox".into())
+        .spawn(move || {
+            make_namespaces(&task_dir, &task_config).inspect_err(|_| {
+                let _ = unmount_all(&task_dir);
+            })
+        })
+        .map_err(|source| RuntimeError::Sandbox {
+            path: dir.path.clone(),
+            message: format!("start a thread: {source}"),
+        })?
+        .join();
+    made.unwrap_or_else(|_| {
+        let _ = unmount_all(dir);
+        Err(RuntimeError::Sandbox {
+            path: dir.path.clone(),
+            message: "the sandbox thread panicked".into(),
+        })
+    })
 }
 
-/// The helper command that unmounts everything of the sandbox and removes its directory.
+/// The helper command that unmounts everything of the sandbox and removes its directory. The
+/// helper prints `ok` or `failed <message>` on one line and exits.
 pub fn remove_command(exe: &Path, dir: &SandboxDir) -> Command {
     helper(exe, "remove", dir)
+}
+
+/// The helper command that starts the pod's init in a created sandbox (shared PID namespace).
+pub fn pod_init_command(exe: &Path, dir: &SandboxDir) -> Command {
+    helper(exe, "pod-init", dir)
 }
 
 fn helper(exe: &Path, verb: &str, dir: &SandboxDir) -> Command {
@@ -158,15 +188,12 @@ pub fn run_helper(mut cmd: Command, dir: &SandboxDir) -> Result<()> {
     })
 }
 
-/// Entry point of `peapod __sandbox <create|remove> <dir>`; returns the exit code.
+/// Entry point of `peapod __sandbox <remove|pod-init> <dir>`; returns the exit code.
 pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     let dir = SandboxDir::new(dir.to_path_buf());
     let result = match verb {
-        "create" => create(&dir).inspect_err(|_| {
-            let _ = crate::pod_init::stop(&dir);
-            let _ = unmount_all(&dir);
-        }),
         "remove" => remove(&dir),
+        "pod-init" => start_pod_init(&dir),
         other => Err(RuntimeError::Sandbox {
             path: dir.path.clone(),
             message: format!("unknown verb {other}"),
@@ -185,12 +212,9 @@ pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     }
 }
 
-fn create(dir: &SandboxDir) -> Result<()> {
-    let config: SandboxConfig =
-        atomic::read_json(&dir.config())?.ok_or_else(|| RuntimeError::Sandbox {
-            path: dir.path.clone(),
-            message: "sandbox.json is missing".into(),
-        })?;
+/// On the calling thread, which must exit afterwards: new namespaces, the hostname, loopback
+/// up, the namespaces pinned, `/dev/shm` and the memory-backed volumes.
+fn make_namespaces(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
     peapod_sys::ns::unshare_pod_namespaces()?;
     peapod_sys::ns::set_hostname(&config.hostname)?;
     peapod_sys::net::loopback_up()?;
@@ -201,10 +225,6 @@ fn create(dir: &SandboxDir) -> Result<()> {
     for vol in &config.memory_volumes {
         peapod_sys::mount::tmpfs(&dir.volume(&vol.name), vol.size_limit, 0o777)?;
     }
-    if config.share_process_namespace {
-        peapod_sys::ns::unshare_pid()?;
-        crate::pod_init::start(dir)?;
-    }
     Ok(())
 }
 
@@ -213,6 +233,16 @@ fn unmount_all(dir: &SandboxDir) -> Result<()> {
         peapod_sys::mount::unmount(&m)?;
     }
     Ok(())
+}
+
+/// In the helper: into the pod's namespaces, then a new PID namespace whose PID 1 is the pod's
+/// init.
+fn start_pod_init(dir: &SandboxDir) -> Result<()> {
+    for ns in PodNamespace::ALL {
+        peapod_sys::ns::enter(ns, &dir.ns(ns))?;
+    }
+    peapod_sys::ns::unshare_pid()?;
+    crate::pod_init::start(dir)
 }
 
 fn remove(dir: &SandboxDir) -> Result<()> {

@@ -39,7 +39,9 @@ impl PodNamespace {
     }
 }
 
-/// Moves the calling (single-threaded) process into new net, IPC and UTS namespaces.
+/// Moves the calling thread into new net, IPC and UTS namespaces (a thread may: unlike mount
+/// and user namespaces, these need no single-threaded process). Only for a dedicated
+/// `std::thread` that exits afterwards, or a single-threaded helper.
 pub fn unshare_pod_namespaces() -> Result<()> {
     let flags = PodNamespace::ALL
         .iter()
@@ -52,9 +54,9 @@ pub fn set_hostname(name: &str) -> Result<()> {
     nix::unistd::sethostname(name).map_err(|e| SysError::new("sethostname", name, e))
 }
 
-/// Pins the calling process's namespace `ns` on the file `pin` (created if missing).
+/// Pins the calling thread's namespace `ns` on the file `pin` (created if missing).
 pub fn pin(ns: PodNamespace, pin: &Path) -> Result<()> {
-    pin_file(&format!("/proc/self/ns/{}", ns.proc_name()), pin)
+    pin_file(&format!("/proc/thread-self/ns/{}", ns.proc_name()), pin)
 }
 
 /// Pins the PID namespace of process `pid` on the file `pin` (created if missing). The pin
@@ -81,6 +83,12 @@ pub fn in_pid_namespace(pid: i32, pin: &Path) -> bool {
     let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"));
     let pinned = std::fs::metadata(pin);
     matches!((ns, pinned), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// Moves the calling (single-threaded helper) process into the namespace `ns` pinned at `pin`.
+pub fn enter(ns: PodNamespace, pin: &Path) -> Result<()> {
+    let file = File::open(pin).map_err(|e| SysError::new("open", pin.display(), io_errno(&e)))?;
+    setns(file.as_fd(), ns.flag()).map_err(|e| SysError::new("setns", pin.display(), e))
 }
 
 /// Moves the calling thread into the network namespace pinned at `pin`.

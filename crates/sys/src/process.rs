@@ -127,6 +127,24 @@ pub fn stdout_to_null() -> Result<()> {
         .map_err(|e| SysError::new("dup2", "stdout", e))
 }
 
+/// Points stdin at /dev/null and stderr at `log` (opened for appending): what a monitor started
+/// ahead of its container does once it is told which container is its.
+pub fn stdio_to(log: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| SysError::new("open", "/dev/null", crate::ns::io_errno(&e)))?;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| SysError::new("open", log.display(), crate::ns::io_errno(&e)))?;
+    nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO)
+        .map_err(|e| SysError::new("dup2", "stdin", e))?;
+    nix::unistd::dup2(file.as_raw_fd(), libc::STDERR_FILENO)
+        .map(|_| ())
+        .map_err(|e| SysError::new("dup2", "stderr", e))
+}
+
 /// Resets every signal's disposition to its default action.
 ///
 /// Ignored signals stay ignored across `execve`, and the monitor inherits some (Rust ignores

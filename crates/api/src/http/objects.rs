@@ -10,6 +10,7 @@ use super::{json, ApiState, MAX_BODY};
 use crate::managed;
 use crate::patch::{apply_patch, PatchType};
 use crate::store::{ListOptions, ObjectKey};
+use crate::strict_json;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, Method, StatusCode};
@@ -231,9 +232,18 @@ fn not_found(target: &Target, name: &str) -> ApiError {
     }
 }
 
+/// A decoded request body.
+struct Body {
+    media: String,
+    value: Value,
+    /// `Warning` header lines for fields given twice (under `fieldValidation=Warn`).
+    warnings: Vec<String>,
+}
+
 /// Reads and decodes a request body: JSON, YAML, or the protobuf envelope of the few kinds the
-/// `kubectl create <kind>` generators send.
-async fn read_body(req: Request) -> Result<(String, Value), ApiError> {
+/// `kubectl create <kind>` generators send. A JSON key given twice in one object is refused,
+/// warned of or ignored as `mode` says; the last value is kept.
+async fn read_body(req: Request, mode: FieldValidation) -> Result<Body, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -252,6 +262,7 @@ async fn read_body(req: Request) -> Result<(String, Value), ApiError> {
         .unwrap_or("")
         .trim()
         .to_string();
+    let mut duplicates = Vec::new();
     let value = match media.as_str() {
         "application/yaml" | "application/apply-patch+yaml" => {
             let text = std::str::from_utf8(&bytes)
@@ -267,12 +278,32 @@ async fn read_body(req: Request) -> Result<(String, Value), ApiError> {
             crate::protobuf::decode(&bytes).map_err(ApiError::bad_request)?
         }
         m if m.starts_with("application/") && m.ends_with("json") || m.is_empty() => {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
+            let (value, found) = strict_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?;
+            duplicates = found;
+            value
         }
         _ => return Err(ApiError::UnsupportedMediaType { content_type }),
     };
-    Ok((media, value))
+    let duplicates: Vec<String> = duplicates
+        .iter()
+        .map(|path| format!("duplicate field \"{path}\""))
+        .collect();
+    let warnings = match mode {
+        FieldValidation::Strict if !duplicates.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                duplicates.join(", ")
+            )))
+        }
+        FieldValidation::Warn => duplicates,
+        FieldValidation::Strict | FieldValidation::Ignore => Vec::new(),
+    };
+    Ok(Body {
+        media,
+        value,
+        warnings,
+    })
 }
 
 fn dry_run(params: &HashMap<String, String>) -> bool {
@@ -312,8 +343,9 @@ async fn create(
     params: &HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (_, body) = read_body(req).await?;
-    create_object(state, target, params, body, Ownership::Update)
+    let body = read_body(req, validation(params)).await?;
+    let response = create_object(state, target, params, body.value, Ownership::Update)?;
+    Ok(with_warnings(response, &body.warnings))
 }
 
 /// How a write changes field ownership (`managed.rs`).
@@ -397,7 +429,11 @@ async fn update(
     params: &HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (_, body) = read_body(req).await?;
+    let Body {
+        value: body,
+        warnings: duplicates,
+        ..
+    } = read_body(req, validation(params)).await?;
     let key = target.key(name);
     let old = state
         .store
@@ -412,6 +448,7 @@ async fn update(
         status_only,
         &state.node_name,
     )?;
+    admitted.warnings.extend(duplicates);
     let (kind, manager) = (target.resource.kind, field_manager(params));
     managed::update(
         kind,
@@ -472,10 +509,15 @@ async fn patch(
     params: &HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (media, body) = read_body(req).await?;
+    let Body {
+        media,
+        value: body,
+        warnings: duplicates,
+    } = read_body(req, validation(params)).await?;
     let status_only = target.sub.as_deref() == Some("status");
     if media == "application/apply-patch+yaml" {
-        return apply_server_side(state, target, name, params, body).await;
+        let response = apply_server_side(state, target, name, params, body).await?;
+        return Ok(with_warnings(response, &duplicates));
     }
     let patch_type =
         PatchType::from_content_type(&media).ok_or_else(|| ApiError::UnsupportedMediaType {
@@ -489,7 +531,8 @@ async fn patch(
         pinned,
         ownership: Ownership::Update,
     };
-    patch_stored(state, target, name, params, &spec)
+    let response = patch_stored(state, target, name, params, &spec)?;
+    Ok(with_warnings(response, &duplicates))
 }
 
 /// A patch as the request gave it.
@@ -608,9 +651,9 @@ async fn delete(
     params: &HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (_, body) = match read_body(req).await {
-        Ok(b) => b,
-        Err(ApiError::BadRequest { .. }) => (String::new(), Value::Null),
+    let body = match read_body(req, FieldValidation::Ignore).await {
+        Ok(b) => b.value,
+        Err(ApiError::BadRequest { .. }) => Value::Null,
         Err(e) => return Err(e),
     };
     let key = target.key(name);

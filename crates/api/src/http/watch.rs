@@ -15,8 +15,24 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How often an idle watch sends a BOOKMARK when the client allows them.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+/// When a watch that allows bookmarks gets one, as the API server's watch cache sends them: about
+/// once a minute, and once shortly before the watch's `timeoutSeconds` runs out, so a client
+/// resuming after the timeout starts from a recent resourceVersion
+/// (<https://kubernetes.io/docs/reference/using-api/api-concepts/#watch-bookmarks>).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The next bookmark's time, `now` being when the last one (or the watch) began.
+fn next_bookmark(
+    now: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    let periodic = now + BOOKMARK_EVERY;
+    match deadline.and_then(|d| d.checked_sub(BOOKMARK_BEFORE_TIMEOUT)) {
+        Some(before_end) if before_end > now && before_end < periodic => before_end,
+        _ => periodic,
+    }
+}
 
 pub async fn watch(
     state: &ApiState,
@@ -60,7 +76,7 @@ pub async fn watch(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut last_rv = since;
+        let mut bookmark_at = next_bookmark(tokio::time::Instant::now(), deadline);
         loop {
             let next = async {
                 match deadline {
@@ -72,8 +88,12 @@ pub async fn watch(
             };
             let event = tokio::select! {
                 e = next => e,
-                _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
-                    let line = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}}});
+                _ = tokio::time::sleep_until(bookmark_at), if bookmarks => {
+                    bookmark_at = next_bookmark(bookmark_at, deadline);
+                    // Every matching change up to this revision has been sent: resuming from it
+                    // neither repeats nor misses one.
+                    let rv = stream.revision().to_string();
+                    let line = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}}});
                     if tx.send(Ok(line_bytes(&line))).await.is_err() {
                         return;
                     }
@@ -82,7 +102,6 @@ pub async fn watch(
                 _ = tx.closed() => return,
             };
             let Some(event) = event else { return };
-            last_rv = event.revision;
             let type_ = match event.kind {
                 EventKind::Added => "ADDED",
                 EventKind::Modified => "MODIFIED",

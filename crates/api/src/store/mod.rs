@@ -143,6 +143,27 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        Store::with_database(database, path, options)
+    }
+
+    /// A store that lives in memory only, for a daemon whose objects end with it (`peapod
+    /// run`): the same transactions and revisions, without a file or an fsync per write.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = Path::new(":memory:");
+        let database = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Store::with_database(database, path, StoreOptions::default())
+    }
+
+    fn with_database(
+        database: Database,
+        path: &Path,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
         let txn = database
             .begin_write()
             .map_err(db("begin write transaction"))?;

@@ -4,7 +4,7 @@
 //! one failed), or on SIGINT/SIGTERM after deleting the pods gracefully.
 
 use super::manifest::{check_references, load, Manifest};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Objects};
 use anyhow::Context;
 use peapod_api::http::admission::{admit_create, FieldValidation};
 use peapod_api::http::objects::delete_object;
@@ -12,15 +12,18 @@ use peapod_api::http::registry::lookup;
 use peapod_api::store::{ObjectKey, Store};
 use peapod_api::{FieldError, FieldPath};
 use peapod_kubelet::controller::NodeEvent;
+use peapod_kubelet::monitor_pool::MonitorPool;
 use peapod_kubelet::{Phase, PodEvent};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::log::parse_line;
+use peapod_runtime::Runtime;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,6 +43,7 @@ pub struct RunArgs {
 const LOG_POLL: Duration = Duration::from_millis(50);
 
 pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
+    tracing::debug!("run: started");
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("{}: read", args.file.display()))?;
     let manifest = load(&args.file, &text)?;
@@ -49,6 +53,7 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
         .with_context(|| format!("open image store in {}", root.display()))?;
     check_references(&args.file, &manifest, &images)?;
     drop(images);
+    tracing::debug!("run: manifest and images checked");
     check_host_ports(&args.file, &manifest)?;
     let state_dir = root.join("run").join(std::process::id().to_string());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +66,16 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     result
 }
 
+/// How many containers the manifest's pods start first (init containers included).
+fn container_count(manifest: &Manifest) -> usize {
+    manifest
+        .pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .map(|s| s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
 async fn run_pods(
     root: &Path,
     state_dir: &Path,
@@ -70,13 +85,19 @@ async fn run_pods(
     // Before any pod exists, so an early Ctrl-C still deletes what was made.
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let daemon = Daemon::start(root, state_dir, listen).await?;
+    tracing::debug!("run: manifest checked, runtime started");
+    // A monitor for each container the manifest will start, started now (monitor_pool.rs).
+    let monitors = Arc::new(MonitorPool::default());
+    let exe = std::env::current_exe().context("find the peapod binary")?;
+    monitors.fill(&Runtime::new(root, &exe), container_count(&manifest));
+    let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory, monitors).await?;
     eprintln!(
         "peapod: kubectl works meanwhile: export KUBECONFIG={}",
         daemon.kubeconfig.display()
     );
     let mut events = daemon.controller.events.subscribe();
     let pods = create_objects(&daemon, manifest)?;
+    tracing::debug!("run: objects created");
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
     let mut phases: BTreeMap<String, Phase> =
         pods.iter().map(|k| (k.clone(), Phase::Pending)).collect();

@@ -2,7 +2,7 @@
 //! kubelet, until SIGINT or SIGTERM. Running pods keep running when it stops (their monitors
 //! outlive it).
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Objects};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,7 +24,8 @@ pub fn run(args: ServeArgs, root: &Path) -> anyhow::Result<()> {
     rt.block_on(async {
         let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-        let daemon = Daemon::start(root, root, args.listen).await?;
+        let daemon =
+            Daemon::start(root, root, args.listen, Objects::OnDisk, Default::default()).await?;
         eprintln!(
             "peapod: serving the Kubernetes API on https://{}",
             daemon.address
