@@ -115,7 +115,11 @@ fn containers_share_one_pid_namespace_with_a_reaping_init() {
         .expect("ppid")
         .to_string();
     let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-    assert_ne!(parent.trim(), "peapod", "the pod's init is a child of peapod {ppid}");
+    assert_ne!(
+        parent.trim(),
+        "peapod",
+        "the pod's init is a child of peapod {ppid}"
+    );
     let procs = pod.container_procs();
     assert_eq!(procs.len(), 2, "{}", pod.transcript());
     for p in &procs {
