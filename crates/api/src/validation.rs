@@ -301,6 +301,23 @@ fn validate_container(
             ));
         }
     }
+    let probes = [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ];
+    for (field, probe) in probes {
+        let Some(grpc) = probe.as_ref().and_then(|p| p.grpc.as_ref()) else {
+            continue;
+        };
+        if !(1..=65535).contains(&grpc.port) {
+            errs.push(FieldError::invalid(
+                path.child(field).child("grpc").child("port"),
+                grpc.port,
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+    }
 }
 
 /// Every problem of a ConfigMap.
@@ -413,6 +430,14 @@ mod tests {
             (
                 json!({"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 70000}]}]}),
                 "spec.containers[0].ports[0].containerPort: Invalid value: \"70000\"",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "x", "readinessProbe": {"grpc": {"port": 0}}}]}),
+                "spec.containers[0].readinessProbe.grpc.port: Invalid value: \"0\": must be between 1 and 65535, inclusive",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "x", "livenessProbe": {"grpc": {"port": 65536, "service": "s"}}}]}),
+                "spec.containers[0].livenessProbe.grpc.port: Invalid value: \"65536\"",
             ),
             (
                 json!({"containers": [{"name": "a", "image": "x", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]}),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod eviction;
+pub mod grpc_probe;
 mod instance;
 pub mod limits;
 pub mod logs;

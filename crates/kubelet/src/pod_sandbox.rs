@@ -42,6 +42,7 @@ pub fn sandbox_config(ctx: &PodContext, host_resolv: &str) -> SandboxConfig {
         hostname,
         disk_volumes,
         memory_volumes,
+        share_process_namespace: crate::translate::shares_pids(ctx),
     }
 }
 
@@ -97,8 +98,13 @@ pub(crate) async fn create_sandbox(
             peapod_net::dns::resolv_conf(ctx.namespace(), c.gateway(), &c.cluster_domain);
     }
     let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
+    let exe = node.runtime.exe().to_path_buf();
     tokio::task::spawn_blocking(move || {
         sandbox::create(&task_dir, &config).map_err(|e| error_chain(&e))?;
+        if config.share_process_namespace {
+            let cmd = sandbox::pod_init_command(&exe, &task_dir);
+            sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;
+        }
         crate::projected::write_all(&task_ctx, &task_dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
     })
@@ -164,5 +170,6 @@ mod tests {
         assert_eq!(cfg.memory_volumes[0].size_limit, Some(1 << 20));
         assert_eq!(cfg.resolv_conf, "nameserver 10.0.0.1\nsearch x\n");
         assert!(cfg.hosts.ends_with("127.0.1.1\tweb\n"));
+        assert!(!cfg.share_process_namespace);
     }
 }

@@ -1,6 +1,6 @@
 //! Probes, run by peapod itself and never by tools in the image: exec (through the `__exec`
-//! helper, in the container's namespaces), httpGet and tcpSocket (dialled inside the pod's
-//! network namespace). gRPC probes are not implemented yet: they report a failure saying so.
+//! helper, in the container's namespaces), httpGet, tcpSocket and grpc (dialled inside the pod's
+//! network namespace; grpc in `grpc_probe.rs`).
 //!
 //! Semantics follow the kubelet: a startup probe gates liveness and readiness; a result
 //! changes only after `successThreshold` successes or `failureThreshold` failures in a row
@@ -28,8 +28,10 @@ pub enum ProbeAction {
     Tcp {
         port: u16,
     },
+    /// `grpc.health.v1.Health/Check` of `service` (empty: the server as a whole).
     Grpc {
         port: u16,
+        service: String,
     },
 }
 
@@ -128,7 +130,11 @@ pub fn probe_spec(probe: &Probe, c: &Container) -> Result<ProbeSpec, String> {
         }
     } else if let Some(g) = &probe.grpc {
         ProbeAction::Grpc {
-            port: g.port as u16,
+            port: u16::try_from(g.port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("invalid port {}", g.port))?,
+            service: g.service.clone().unwrap_or_default(),
         }
     } else {
         return Err("probe has no handler".into());
@@ -182,6 +188,9 @@ pub async fn run_once(
     target: &ProbeTarget,
     timeout: Duration,
 ) -> Result<(), String> {
+    // One deadline for the whole attempt: the gRPC probe words its own timeouts as the kubelet
+    // does and, polled first, reaches the same deadline first.
+    let deadline = tokio::time::Instant::now() + timeout;
     let attempt = async {
         match action {
             ProbeAction::Exec(args) => exec(args, target).await,
@@ -203,12 +212,13 @@ pub async fn run_once(
                 }
                 http_get(target, *port, path, host, headers).await
             }
-            ProbeAction::Grpc { port } => {
-                Err(format!("gRPC probe on port {port}: not supported yet"))
+            ProbeAction::Grpc { port, service } => {
+                let dial = peapod_net::hostport::dial_in_netns(target.netns.clone(), *port);
+                crate::grpc_probe::probe(dial, *port, service, timeout, deadline).await
             }
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    match tokio::time::timeout_at(deadline, attempt).await {
         Ok(result) => result,
         Err(_) => Err(format!("probe timed out after {}s", timeout.as_secs())),
     }

@@ -10,7 +10,7 @@ use crate::context::PodContext;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use peapod_runtime::image::ImageConfig;
 use peapod_runtime::sandbox::SandboxDir;
-use peapod_runtime::{ContainerConfig, Mount, User};
+use peapod_runtime::{ContainerConfig, Mount, SandboxRef, User};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -252,6 +252,16 @@ pub fn wants_init(ctx: &PodContext) -> bool {
         .as_ref()
         .and_then(|a| a.get(INIT_ANNOTATION))
         .is_some_and(|v| v == "true")
+}
+
+/// Whether the pod's containers share one PID namespace (`shareProcessNamespace: true`), whose
+/// PID 1 is the pod's init rather than any container's process.
+pub fn shares_pids(ctx: &PodContext) -> bool {
+    ctx.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.share_process_namespace)
+        == Some(true)
 }
 
 /// Mounts `binary` read-only at INIT_PATH and runs argv as `INIT_PATH -- argv`, unless argv
@@ -559,7 +569,10 @@ pub fn container_config(
         cwd,
         user,
         mounts: mounts(container, ctx, sandbox, termination_log)?,
-        sandbox: sandbox.sandbox_ref(),
+        sandbox: SandboxRef {
+            pid: shares_pids(ctx).then(|| sandbox.pid_ns()),
+            ..sandbox.sandbox_ref()
+        },
         cgroup_path,
         read_only_rootfs,
         log_path: sandbox.log(&container.name, restart),

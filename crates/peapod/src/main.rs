@@ -138,6 +138,9 @@ fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
                 args,
             ))
         }
+        peapod_runtime::pod_init::POD_INIT_SUBCOMMAND if argv.len() == 2 => {
+            Some(peapod_runtime::pod_init::main())
+        }
         "__sandbox" if argv.len() == 4 => {
             let verb = argv[2].to_string_lossy();
             Some(peapod_runtime::sandbox::helper_main(

@@ -17,6 +17,7 @@ mod exec_tty;
 pub mod image;
 pub mod log;
 pub mod monitor;
+pub mod pod_init;
 mod pump;
 pub mod sandbox;
 pub mod spec;

@@ -6,8 +6,14 @@
 //! exits (never a tokio thread, which would stay in the pod's namespaces); removal runs in a
 //! re-executed helper (`peapod __sandbox remove <dir>`), a single-threaded process.
 //!
+//! A pod with `shareProcessNamespace: true` also gets a PID namespace, which lives only as
+//! long as its PID 1 does: the pod's init (`pod_init.rs`), started by the helper
+//! `peapod __sandbox pod-init <dir>` in the pod's namespaces, so that it is nobody's child
+//! once the helper exits (a thread of the daemon would make it the daemon's).
+//!
 //! Layout of `<root>/pods/<uid>/`: `sandbox.json`, `ns/{net,ipc,uts}`, `shm/`, `etc/{hosts,
-//! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`.
+//! hostname,resolv.conf}`, `volumes/<name>/`, `logs/<container>/<restart>.log`; with a shared
+//! PID namespace also `ns/pid`, `pod-init.pid` and `pod-init-root/` (its empty root).
 
 use crate::atomic;
 use crate::error::{io, Result, RuntimeError};
@@ -33,6 +39,9 @@ pub struct SandboxConfig {
     pub disk_volumes: Vec<String>,
     /// `emptyDir` volumes with `medium: Memory`: each one tmpfs, with its `sizeLimit`.
     pub memory_volumes: Vec<MemoryVolume>,
+    /// `shareProcessNamespace`: one PID namespace for the pod, with the pod's init as PID 1.
+    #[serde(default)]
+    pub share_process_namespace: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +66,14 @@ impl SandboxDir {
     pub fn ns(&self, ns: PodNamespace) -> PathBuf {
         self.path.join("ns").join(ns.proc_name())
     }
+    /// The pinned PID namespace of a pod that shares one.
+    pub fn pid_ns(&self) -> PathBuf {
+        self.path.join("ns").join("pid")
+    }
+    /// The host PID of the pod's init (shared PID namespace only).
+    pub fn pod_init_pid(&self) -> PathBuf {
+        self.path.join("pod-init.pid")
+    }
     pub fn shm(&self) -> PathBuf {
         self.path.join("shm")
     }
@@ -77,6 +94,7 @@ impl SandboxDir {
             net: self.ns(PodNamespace::Net),
             ipc: self.ns(PodNamespace::Ipc),
             uts: self.ns(PodNamespace::Uts),
+            pid: None,
         }
     }
 }
@@ -131,9 +149,18 @@ pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
 /// The helper command that unmounts everything of the sandbox and removes its directory. The
 /// helper prints `ok` or `failed <message>` on one line and exits.
 pub fn remove_command(exe: &Path, dir: &SandboxDir) -> Command {
+    helper(exe, "remove", dir)
+}
+
+/// The helper command that starts the pod's init in a created sandbox (shared PID namespace).
+pub fn pod_init_command(exe: &Path, dir: &SandboxDir) -> Command {
+    helper(exe, "pod-init", dir)
+}
+
+fn helper(exe: &Path, verb: &str, dir: &SandboxDir) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg(SANDBOX_SUBCOMMAND)
-        .arg("remove")
+        .arg(verb)
         .arg(&dir.path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -161,11 +188,12 @@ pub fn run_helper(mut cmd: Command, dir: &SandboxDir) -> Result<()> {
     })
 }
 
-/// Entry point of `peapod __sandbox remove <dir>`; returns the exit code.
+/// Entry point of `peapod __sandbox <remove|pod-init> <dir>`; returns the exit code.
 pub fn helper_main(verb: &str, dir: &Path) -> i32 {
     let dir = SandboxDir::new(dir.to_path_buf());
     let result = match verb {
         "remove" => remove(&dir),
+        "pod-init" => start_pod_init(&dir),
         other => Err(RuntimeError::Sandbox {
             path: dir.path.clone(),
             message: format!("unknown verb {other}"),
@@ -207,7 +235,18 @@ fn unmount_all(dir: &SandboxDir) -> Result<()> {
     Ok(())
 }
 
+/// In the helper: into the pod's namespaces, then a new PID namespace whose PID 1 is the pod's
+/// init.
+fn start_pod_init(dir: &SandboxDir) -> Result<()> {
+    for ns in PodNamespace::ALL {
+        peapod_sys::ns::enter(ns, &dir.ns(ns))?;
+    }
+    peapod_sys::ns::unshare_pid()?;
+    crate::pod_init::start(dir)
+}
+
 fn remove(dir: &SandboxDir) -> Result<()> {
+    crate::pod_init::stop(dir)?;
     unmount_all(dir)?;
     match std::fs::remove_dir_all(&dir.path) {
         Ok(()) => Ok(()),

@@ -121,6 +121,9 @@ pub struct SandboxRef {
     pub net: PathBuf,
     pub ipc: PathBuf,
     pub uts: PathBuf,
+    /// The pod's shared PID namespace (`shareProcessNamespace`); none: the container's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<PathBuf>,
 }
 
 /// containerd's default capability set for a non-privileged container.
@@ -227,7 +230,10 @@ pub fn oci_spec(config: &ContainerConfig, rootfs: &str) -> Value {
         "mounts": mounts,
         "linux": {
             "namespaces": [
-                {"type": "pid"},
+                match &config.sandbox.pid {
+                    Some(path) => json!({"type": "pid", "path": path}),
+                    None => json!({"type": "pid"}),
+                },
                 {"type": "mount"},
                 {"type": "network", "path": config.sandbox.net},
                 {"type": "ipc", "path": config.sandbox.ipc},
@@ -396,6 +402,7 @@ mod tests {
                 net: "/n".into(),
                 ipc: "/i".into(),
                 uts: "/u".into(),
+                pid: None,
             },
             cgroup_path: "/peapod/abc".into(),
             read_only_rootfs: false,
@@ -423,6 +430,11 @@ mod tests {
         let ns = linux.namespaces().as_ref().expect("namespaces");
         assert_eq!(ns.len(), 5);
         assert_eq!(value["linux"]["namespaces"][2]["path"], "/n");
+        assert!(value["linux"]["namespaces"][0].get("path").is_none());
+        let mut shared = config();
+        shared.sandbox.pid = Some("/p".into());
+        let value = oci_spec(&shared, "rootfs");
+        assert_eq!(value["linux"]["namespaces"][0]["path"], "/p");
         assert_eq!(value["process"]["user"]["uid"], 1000);
     }
 

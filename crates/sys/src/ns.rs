@@ -56,9 +56,39 @@ pub fn set_hostname(name: &str) -> Result<()> {
 
 /// Pins the calling thread's namespace `ns` on the file `pin` (created if missing).
 pub fn pin(ns: PodNamespace, pin: &Path) -> Result<()> {
+    pin_file(&format!("/proc/thread-self/ns/{}", ns.proc_name()), pin)
+}
+
+/// Pins the PID namespace of process `pid` on the file `pin` (created if missing). The pin
+/// names the namespace; it does not keep it usable: that takes a live PID 1 in it.
+pub fn pin_pid_namespace(pid: i32, pin: &Path) -> Result<()> {
+    pin_file(&format!("/proc/{pid}/ns/pid"), pin)
+}
+
+fn pin_file(src: &str, pin: &Path) -> Result<()> {
     File::create(pin).map_err(|e| SysError::new("create", pin.display(), io_errno(&e)))?;
-    let src = format!("/proc/thread-self/ns/{}", ns.proc_name());
-    crate::mount::bind(Path::new(&src), pin, false)
+    crate::mount::bind(Path::new(src), pin, false)
+}
+
+/// Moves the calling (single-threaded) process's future children into a new PID namespace:
+/// the first one it starts is that namespace's PID 1.
+pub fn unshare_pid() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| SysError::new("unshare", "pid", e))
+}
+
+/// Whether process `pid` lives in the PID namespace pinned at `pin` (same nsfs inode); false
+/// once it has exited, since a dead process has no namespaces.
+pub fn in_pid_namespace(pid: i32, pin: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"));
+    let pinned = std::fs::metadata(pin);
+    matches!((ns, pinned), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// Moves the calling (single-threaded helper) process into the namespace `ns` pinned at `pin`.
+pub fn enter(ns: PodNamespace, pin: &Path) -> Result<()> {
+    let file = File::open(pin).map_err(|e| SysError::new("open", pin.display(), io_errno(&e)))?;
+    setns(file.as_fd(), ns.flag()).map_err(|e| SysError::new("setns", pin.display(), e))
 }
 
 /// Moves the calling thread into the network namespace pinned at `pin`.

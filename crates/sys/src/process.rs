@@ -30,6 +30,27 @@ pub fn set_child_subreaper() -> Result<()> {
     Ok(())
 }
 
+/// Makes the calling process non-dumpable: its /proc files (root, cwd, environ, fds) are
+/// refused to processes without CAP_SYS_PTRACE, as for a setuid program (proc(5),
+/// PR_SET_DUMPABLE in prctl(2)). `execve` resets it, so the process calls it itself.
+pub fn set_not_dumpable() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| SysError::new("prctl", "PR_SET_DUMPABLE", e))
+}
+
+/// Reaps every child, forever: SIGCHLD is blocked and waited for, so no handler is installed
+/// (a PID namespace's init with no handler cannot be signalled from inside its namespace,
+/// pid_namespaces(7)).
+pub fn reap_forever() -> ! {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = set.thread_block();
+    loop {
+        reap_exited();
+        // A wait that fails (EINTR) just means: look again.
+        let _ = set.wait();
+    }
+}
+
 /// Asks the kernel to send `signal` to this process when its parent dies.
 pub fn set_parent_death_signal(signal: Signal) -> Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes one integer argument and touches no memory.

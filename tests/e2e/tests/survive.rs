@@ -748,3 +748,64 @@ fn killed_monitor_kills_its_container_and_the_restart_policy_applies() {
     }
     n.finish();
 }
+
+/// The PID namespace of host process `pid`, as its nsfs link names it.
+fn pid_namespace(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|l| l.display().to_string())
+}
+
+/// A pod with `shareProcessNamespace: true` across a SIGKILLed daemon: its init (PID 1 of the
+/// pod's PID namespace) keeps running, the restarted daemon adopts the pod, a container that
+/// exits afterwards is restarted into the same namespace, and deleting the pod removes the
+/// init.
+#[test]
+fn shared_pid_namespace_survives_a_daemon_restart() {
+    let mut n = Node::start("peapod-sharepid-", Net(3), None);
+    let trigger = n.d.dir.path().join("trigger");
+    std::fs::create_dir_all(&trigger).expect("trigger dir");
+    let mut spec = pod("shared", EXITS, "Always", Some(&trigger));
+    spec["spec"]["shareProcessNamespace"] = json!(true);
+    n.create_pod(spec);
+    let before = n.wait_pod("shared", "running", |p| running(p).then(|| p.clone()));
+    let uid = before["metadata"]["uid"].as_str().expect("uid");
+    let init: i32 = std::fs::read_to_string(n.d.root.join("pods").join(uid).join("pod-init.pid"))
+        .expect("pod-init.pid")
+        .trim()
+        .parse()
+        .expect("a PID");
+    let ns = pid_namespace(init).expect("the pod's init runs");
+    let id = container(&before)["containerID"].as_str().expect("id");
+    assert_eq!(
+        pid_namespace(container_pid(&n.d.root, id)),
+        Some(ns.clone())
+    );
+
+    n.d.kill();
+    assert_eq!(
+        pid_namespace(init),
+        Some(ns.clone()),
+        "init died with the daemon"
+    );
+    n.restart(None);
+    n.wait_pod("shared", "adopted", |p| {
+        (running(p) && container(p)["containerID"] == id).then_some(())
+    });
+    std::fs::write(trigger.join("go"), "").expect("trigger");
+    let after = n.wait_pod("shared", "restarted", |p| {
+        (restart_count(p) == 1 && running(p)).then(|| p.clone())
+    });
+    let new_id = container(&after)["containerID"].as_str().expect("id");
+    assert_eq!(
+        pid_namespace(container_pid(&n.d.root, new_id)),
+        Some(ns.clone()),
+        "the new instance is not in the pod's PID namespace"
+    );
+    n.finish();
+    assert_ne!(
+        pid_namespace(init),
+        Some(ns),
+        "the pod's init outlived its pod"
+    );
+}
