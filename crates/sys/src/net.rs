@@ -1,4 +1,4 @@
-//! Interface flags: bringing up loopback in a new network namespace (netdevice(7)).
+//! Sockets: bringing up loopback in a new network namespace (netdevice(7)), holding a port.
 
 use crate::{Result, SysError};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,4 +28,26 @@ pub fn loopback_up() -> Result<()> {
         return Err(SysError::new("SIOCSIFFLAGS", "lo", nix::Error::last()));
     }
     Ok(())
+}
+
+/// The transport of a port held with [`hold_port`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// A socket bound to `addr` and nothing more (no `listen`, no `SO_REUSEADDR`): while it is
+/// open no other socket can bind the port, and a TCP connection that reaches it is refused.
+/// `EADDRINUSE` when something else has the port. The kubelet held host ports the same way.
+pub fn hold_port(transport: Transport, addr: std::net::SocketAddrV4) -> Result<OwnedFd> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let kind = match transport {
+        Transport::Tcp => SockType::Stream,
+        Transport::Udp => SockType::Datagram,
+    };
+    let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| SysError::new("socket", addr, e))?;
+    bind(fd.as_raw_fd(), &SockaddrIn::from(addr)).map_err(|e| SysError::new("bind", addr, e))?;
+    Ok(fd)
 }
