@@ -3,11 +3,13 @@ a userspace relay to nftables map elements). Run by hand as root:
 
     python3 bench/hostport_start.py --before /tmp/peapod-before --after target/release/peapod
 
-Each round runs `peapod run -f` of examples/appcoup/pod.yaml (hostPort changed to 18002, as
-port 8000 is the project tests') once per binary, in alternating order, each on a data root of
-its own with the busybox image loaded, and measures: command start -> first HTTP 200 of
-`GET 127.0.0.1:18002/data` (polled every 2 ms), and SIGINT -> exit (the pod deleted). One
-warm-up round is not counted. Prints a markdown table and the load average. Removes its
+Each round runs `peapod run -f` of examples/appcoup/pod.yaml (hostPort changed to 18002 for
+the first binary and 18003 for the second, as port 8000 is the project tests') once per
+binary, in alternating order, each on a data root of its own with the busybox image loaded,
+and measures: command start -> first HTTP 200 of `GET 127.0.0.1:<port>/data` (polled every
+2 ms), and SIGINT -> exit (the pod deleted). One warm-up round is not counted. (A port of its
+own per binary: a relay leaves its connections in TIME_WAIT on the host port, and a SYN that
+meets one before the other binary's translation exists waits 1 s for its retransmission.) Prints a markdown table and the load average. Removes its
 directory at the end."""
 
 import argparse
@@ -21,15 +23,15 @@ import sys
 import time
 
 WORK = "/var/lib/peapod-bench-hostport"
-PORT = 18002
+PORTS = {"before": 18002, "after": 18003}
 
 
-def first_200(proc, deadline_s=30):
+def first_200(proc, port, deadline_s=30):
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("peapod run exited with %s" % proc.returncode)
-        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
         try:
             conn.request("GET", "/data")
             if conn.getresponse().status == 200:
@@ -39,16 +41,16 @@ def first_200(proc, deadline_s=30):
         finally:
             conn.close()
         time.sleep(0.002)
-    raise RuntimeError("no HTTP 200 on :%d within %ds" % (PORT, deadline_s))
+    raise RuntimeError("no HTTP 200 on :%d within %ds" % (port, deadline_s))
 
 
-def one(binary, root, manifest):
+def one(binary, root, manifest, port):
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary, "--root", root, "run", "-f", manifest],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        first_200(proc)
+        first_200(proc, port)
         start = time.perf_counter() - t0
         t1 = time.perf_counter()
         proc.send_signal(signal.SIGINT)
@@ -77,26 +79,26 @@ def main():
         sys.exit("bench/hostport_start.py needs root")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    manifest = os.path.join(WORK, "pod.yaml")
     with open("examples/appcoup/pod.yaml") as f:
         text = f.read()
-    with open(manifest, "w") as f:
-        f.write(text.replace("hostPort: 8000", "hostPort: %d" % PORT))
     systems = {}
     for name, path in (("before", a.before), ("after", a.after)):
+        manifest = os.path.join(WORK, name + ".yaml")
+        with open(manifest, "w") as f:
+            f.write(text.replace("hostPort: 8000", "hostPort: %d" % PORTS[name]))
         binary = os.path.join(WORK, "peapod-" + name)
         shutil.copy(path, binary)
         root = os.path.join(WORK, name)
         subprocess.run([binary, "--root", root, "image", "load", "-i", a.image], check=True,
                        capture_output=True)
-        systems[name] = (binary, root)
+        systems[name] = (binary, root, manifest, PORTS[name])
     load = [os.getloadavg()]
     results = {name: ([], []) for name in systems}
     try:
         names = list(systems)
         for i in range(a.n + 1):
             for name in (names if i % 2 == 0 else names[::-1]):
-                start, stop = one(*systems[name], manifest)
+                start, stop = one(*systems[name])
                 if i:
                     results[name][0].append(start)
                     results[name][1].append(stop)

@@ -126,7 +126,7 @@ def main():
     ap.add_argument("--image", default="images/out/nginx.oci.tar")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--mib", type=int, default=256)
-    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--requests", type=int, default=1000)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/services.py needs root")
