@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(ports[0].value(pod_ip), vec![10, 88, 0, 2, 0x1f, 0x40, 0, 0]);
         assert_eq!(
             ports[1].key(),
-            (MAP_IP, vec![127, 0, 0, 1, 17, 0, 0, 0, 0x13, 0xd9, 0, 0])
+            (MAP_IP, vec![127, 0, 0, 1, 17, 0, 0, 0, 0x14, 0xe9, 0, 0])
         );
         assert_eq!(ports[2].host_ip, None);
         let dir = tempfile::tempdir().expect("tempdir");
