@@ -2,8 +2,8 @@
 //! real kubectl 1.33: two pods get distinct addresses and both listen on port 80, one reaches
 //! the other by IP; a Service selecting a pod is reached by its DNS name from another pod;
 //! `kubectl expose --type=NodePort` is reached from the host on 127.0.0.1:<nodePort>; a
-//! hostPort something else holds keeps its pod Pending, a free one is reached from the host
-//! until the pod is deleted. The
+//! hostPort something else holds keeps its pod Pending, a free one is reached from the host,
+//! also while the daemon is killed and after it is restarted, until the pod is deleted. The
 //! daemon runs on a network of its own (bridge `ppe2esvc0`, pods 10.124.0.0/24, Services
 //! 10.124.1.0/24, nftables table `ppe2esvc`, set through `PEAPOD_*` variables), so it never
 //! touches a developer's networks or another daemon's; all traffic stays on that bridge and
@@ -129,6 +129,7 @@ fn upstream_reply(q: &[u8]) -> Option<Vec<u8>> {
 /// `peapod serve` on a temporary root and a network of its own.
 struct Cluster {
     d: Daemon,
+    upstream: String,
 }
 
 impl Cluster {
@@ -136,17 +137,21 @@ impl Cluster {
         let dir = root_tempdir("peapod-services-");
         let mut c = Cluster {
             d: Daemon::new(dir, Leftovers::Peapod),
+            upstream: fake_upstream().to_string(),
         };
         c.remove_network();
-        let upstream = fake_upstream().to_string();
-        c.d.serve(&[
-            ("PEAPOD_DNS_UPSTREAM", upstream.as_str()),
+        c.serve();
+        c
+    }
+
+    fn serve(&mut self) {
+        self.d.serve(&[
+            ("PEAPOD_DNS_UPSTREAM", self.upstream.as_str()),
             ("PEAPOD_BRIDGE", BRIDGE),
             ("PEAPOD_POD_CIDR", "10.124.0.0/24"),
             ("PEAPOD_SERVICE_CIDR", SERVICE_CIDR),
             ("PEAPOD_NFT_TABLE", TABLE),
         ]);
-        c
     }
 
     fn log(&self) -> String {
@@ -542,6 +547,21 @@ fn pod_ips_services_dns_and_node_ports() {
     assert_eq!(body, "hello-from-hp\n");
     let element = format!("tcp . {host_port} : {POD_CIDR_PREFIX}");
     assert!(host_port_map().contains(&element), "{}", host_port_map());
+    // The kernel keeps translating while no daemon runs; a restarted one adopts the pod (and
+    // publishes its port again), and deleting the pod then removes the element.
+    c.d.kill();
+    assert_eq!(
+        http_get(host_port).as_deref(),
+        Some("hello-from-hp\n"),
+        "without a daemon"
+    );
+    c.serve();
+    c.wait_ready_pod("hp");
+    assert_eq!(
+        http_get(host_port).as_deref(),
+        Some("hello-from-hp\n"),
+        "after the restart"
+    );
     c.ok(&["delete", "pod", "hp", "--wait=true", "--timeout=60s"]);
     assert!(!host_port_map().contains(&element), "{}", host_port_map());
     assert_eq!(
