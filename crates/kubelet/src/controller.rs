@@ -7,7 +7,7 @@ use crate::logs::RunningInstances;
 use crate::worker::{Node, PodEvent, PodWorker};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use peapod_api::store::{EventKind, Filter, ListOptions, ObjectKey, Store, StoreError};
-use peapod_net::HostPortListener;
+use peapod_net::HostPortHold;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use tokio::sync::{broadcast, mpsc};
@@ -330,26 +330,21 @@ async fn next_event(
     }
 }
 
-/// Binds every TCP hostPort of the pod (UDP host ports are not relayed yet).
-async fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPortListener>, String> {
+/// Holds every hostPort of the pod before anything of it is created, so a port something else
+/// has fails the pod up front. With the pod network each port is reserved and translated by
+/// the kernel; without one, TCP ports are relayed by the daemon (UDP ones are not).
+async fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPortHold>, String> {
+    let network = peapod_net::installed().is_some();
     let mut out = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        for p in c.ports.iter().flatten() {
-            let Some(host_port) = p.host_port.filter(|hp| *hp > 0) else {
-                continue;
-            };
-            if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
-                continue;
-            }
-            let listener = HostPortListener::bind(
-                p.host_ip.as_deref(),
-                host_port as u16,
-                p.container_port as u16,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            out.push(listener);
-        }
+    for port in peapod_net::hostport::host_ports(pod) {
+        let hold = if network {
+            HostPortHold::reserve(port)
+        } else if port.protocol == peapod_net::service::rules::Protocol::Tcp {
+            HostPortHold::listen(port).await
+        } else {
+            continue;
+        };
+        out.push(hold.map_err(|e| e.to_string())?);
     }
     Ok(out)
 }

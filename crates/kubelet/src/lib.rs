@@ -16,6 +16,7 @@ pub mod plan;
 pub mod pod_sandbox;
 pub mod probe;
 pub mod projected;
+pub mod protection;
 pub mod pull;
 pub mod security;
 pub mod status;

@@ -9,11 +9,14 @@
 //! - A claim naming a volume (`spec.volumeName`) is bound to that volume if it is Available.
 //! - When a claim goes, its volume is Released; with `persistentVolumeReclaimPolicy: Delete`
 //!   (the provisioned ones) the directory and the volume are deleted.
+//! - Claims and volumes carry the in-use protection finalizers (`protection.rs`): a deleted
+//!   claim stays Terminating while a pod uses it.
 //!
 //! The kubelet mounts a claim's volume (`claim_paths`) like a hostPath: the pod waits in
 //! Pending until every claim it names is Bound.
 //! <https://kubernetes.io/docs/concepts/storage/persistent-volumes/#lifecycle-of-a-volume-and-claim>
 
+use crate::protection::{self, Step};
 use peapod_api::store::{Filter, ListOptions, ObjectKey, Store, Watch};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -57,22 +60,22 @@ pub fn ensure_default_class(store: &Store) -> Result<(), peapod_api::store::Stor
 pub async fn run(store: Store, dir: PathBuf) {
     loop {
         let since = store.revision();
-        let (Ok(mut claims), Ok(mut volumes)) = (
+        let (Ok(claims), Ok(volumes), Ok(pods)) = (
             store.watch(CLAIMS, None, since, Filter::default()),
             store.watch(VOLUMES, None, since, Filter::default()),
+            store.watch("pods", None, since, Filter::default()),
         ) else {
             warn!("cannot watch persistent volume claims");
             return;
         };
+        let mut watches = [claims, volumes, pods];
         reconcile(&store, &dir);
         loop {
-            if next(&mut claims, &mut volumes).await.is_none() {
+            if next(&mut watches).await.is_none() {
                 break;
             }
             // A burst of changes (our own binding writes among them) is one pass.
-            while let Ok(Some(_)) =
-                tokio::time::timeout(SETTLE, next(&mut claims, &mut volumes)).await
-            {}
+            while let Ok(Some(_)) = tokio::time::timeout(SETTLE, next(&mut watches)).await {}
             reconcile(&store, &dir);
         }
     }
@@ -81,11 +84,12 @@ pub async fn run(store: Store, dir: PathBuf) {
 /// Events closer together than this are handled as one change.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The next event of either watch; `None` when one ended.
-async fn next(claims: &mut Watch, volumes: &mut Watch) -> Option<()> {
+/// The next event of any watch (claims, volumes, pods); `None` when one ended.
+async fn next([claims, volumes, pods]: &mut [Watch; 3]) -> Option<()> {
     tokio::select! {
         e = claims.next() => e.map(drop),
         e = volumes.next() => e.map(drop),
+        e = pods.next() => e.map(drop),
     }
 }
 
@@ -163,6 +167,45 @@ fn reconcile(store: &Store, dir: &Path) {
                 v["status"] = json!({"phase": "Released"});
                 Ok(())
             });
+        }
+    }
+    protect(store);
+}
+
+/// Adds the in-use protection finalizers, and removes them from deleted claims no pod uses
+/// and deleted volumes no claim is bound to (deleting those that have no finalizer left).
+fn protect(store: &Store) {
+    let (claims, volumes) = (list(store, CLAIMS), list(store, VOLUMES));
+    let pods = list(store, "pods");
+    for (resource, ns, name, step) in protection::plan(&claims, &volumes, &pods) {
+        let key = if ns.is_empty() {
+            ObjectKey::cluster(resource, &name)
+        } else {
+            ObjectKey::namespaced(resource, &ns, &name)
+        };
+        let finalizer = protection::finalizer(resource);
+        let updated = store.update_with(&key, |o| {
+            let list = o["metadata"]["finalizers"].as_array().cloned();
+            let mut list: Vec<Value> = list.unwrap_or_default();
+            match step {
+                Step::Protect => list.push(json!(finalizer)),
+                Step::Release => list.retain(|f| f != finalizer),
+            }
+            o["metadata"]["finalizers"] = json!(list);
+            Ok(())
+        });
+        match updated {
+            Ok(o) if step == Step::Release => {
+                info!(resource, namespace = %ns, name = %name, "no longer in use");
+                if o["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+                {
+                    let _ = store.delete(&key, None);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => debug!(resource, name = %name, %error, "protection finalizer"),
         }
     }
 }

@@ -11,9 +11,10 @@ use crate::pod_sandbox::{create_sandbox, remove_sandbox};
 use crate::probe::{ProbeEvent, ProbeKind, ProbeTarget};
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodStatus, Secret};
 use nix::sys::signal::Signal;
-use peapod_net::HostPortListener;
+use peapod_net::HostPortHold;
 use peapod_runtime::container::ContainerDir;
 use peapod_runtime::image::ImageStore;
+use peapod_runtime::monitor::error_chain;
 use peapod_runtime::sandbox::SandboxDir;
 use peapod_runtime::{ContainerId, Exited, Runtime};
 use std::collections::{BTreeMap, HashSet};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 /// What the node shares between its pod workers.
 #[derive(Debug, Clone)]
@@ -114,7 +115,7 @@ impl PodWorker {
     pub fn spawn(
         node: Node,
         ctx: PodContext,
-        host_ports: Vec<HostPortListener>,
+        host_ports: Vec<HostPortHold>,
         events: mpsc::UnboundedSender<(String, PodEvent)>,
     ) -> PodWorker {
         let (delete, deleted) = watch::channel(false);
@@ -273,7 +274,7 @@ struct Channels {
 async fn run(
     node: Node,
     ctx: PodContext,
-    host_ports: Vec<HostPortListener>,
+    host_ports: Vec<HostPortHold>,
     channels: Channels,
     emit: &Emit<'_>,
 ) {
@@ -339,10 +340,24 @@ async fn run(
         pod_ip: peapod_net::pod_ip(ctx.uid()).map(|ip| ip.to_string()),
         ..ctx
     };
-    let proxies: Vec<JoinHandle<()>> = host_ports
-        .into_iter()
-        .map(|l| l.serve(&pod_dir.sandbox_ref().net))
-        .collect();
+    // Host ports: translated by the kernel to the pod's address (published again for an
+    // adopted pod: idempotent), or relayed without a pod network. The holds are kept until
+    // the pod is gone.
+    let mut proxies: Vec<JoinHandle<()>> = Vec::new();
+    let mut holds = Vec::new();
+    if let Some(net) = peapod_net::installed() {
+        let ports = host_ports.iter().map(|h| h.port).collect();
+        if let Err(e) = net.publish(ctx.uid(), ports).await {
+            warn!(error = %error_chain(&e), "publish host ports");
+        }
+        holds = host_ports;
+    } else {
+        proxies.extend(
+            host_ports
+                .into_iter()
+                .filter_map(|h| h.serve(&pod_dir.sandbox_ref().net)),
+        );
+    }
     let Some(spec) = ctx.pod.spec.clone() else {
         return;
     };
@@ -444,6 +459,8 @@ async fn run(
         let _ = tokio::task::spawn_blocking(move || rt.remove(&id)).await;
     }
     remove_sandbox(&node, &pod_dir).await;
+    // The ports stay held until their translation is gone with the sandbox.
+    drop(holds);
     info!("pod deleted");
 }
 

@@ -1,7 +1,7 @@
 //! peapod-net: pod networking. A bridge with one veth pair per pod and addresses from a pod
 //! CIDR (`network`, `bridge`, `veth`, `ipam`), Services (`service`: ClusterIPs, node ports,
 //! Endpoints, an nftables DNAT proxy in a table of its own, `nft`), cluster DNS (`dns`), and
-//! host ports (`hostport`: a userspace proxy into the pod's network namespace).
+//! host ports (`hostport`: nftables map elements written over netlink, DNAT as for NodePorts).
 //!
 //! Commands (`ip`, `nft`, `nsenter`) run on blocking threads (`cmd`); nothing here enters a
 //! namespace on a tokio thread.
@@ -21,5 +21,5 @@ pub mod veth;
 
 pub use config::{NetworkConfig, Outbound};
 pub use error::NetError;
-pub use hostport::{HostPortError, HostPortListener};
+pub use hostport::{HostPort, HostPortError, HostPortHold};
 pub use network::{install, installed, pod_ip, PodNetwork};

@@ -9,9 +9,11 @@
 use crate::bridge;
 use crate::config::{NetworkConfig, Outbound};
 use crate::error::{io, NetError};
+use crate::hostport::{self, HostPort};
 use crate::ipam::Ipam;
 use crate::nft;
 use crate::veth;
+use nix::errno::Errno;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -210,11 +212,90 @@ impl PodNetwork {
 
     fn release_blocking(&self, uid: &str) -> Result<(), NetError> {
         if let Some(ip) = self.inner.ipam.lookup(uid)? {
+            self.unpublish(ip)?;
             veth::delete(ip)?;
             self.unreserve(ip);
             self.inner.ipam.release(uid)?;
         }
         Ok(())
+    }
+
+    /// `<ipam dir>/<ip>.hostports`: the host ports published for the pod at `ip`.
+    fn host_port_record(&self, ip: Ipv4Addr) -> PathBuf {
+        self.inner.config.ipam_dir.join(format!("{ip}.hostports"))
+    }
+
+    /// Translates `ports` of the host to pod `uid` (elements of the bridge's node table, over
+    /// netlink; see `hostport`). Idempotent: an adopted pod publishes its ports again. The
+    /// caller holds each port (`HostPortHold::reserve`), so an element with the same key and
+    /// another pod's address is stale and replaced.
+    pub async fn publish(&self, uid: &str, ports: Vec<HostPort>) -> Result<(), NetError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let (n, uid) = (self.clone(), uid.to_string());
+        blocking("publish host ports", move || {
+            let ip = n.inner.ipam.lookup(&uid)?.ok_or_else(|| NetError::Io {
+                op: "find address of pod",
+                path: PathBuf::from(&uid),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+            // The record first: whatever is in the kernel is in the record.
+            let record = n.host_port_record(ip);
+            let mut all = hostport::read_record(&record);
+            all.extend(
+                ports
+                    .iter()
+                    .filter(|p| !all.contains(p))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            hostport::write_record(&record, &all)?;
+            let c = &n.inner.config;
+            let table = crate::nft::guard_table(c);
+            let mut nl = peapod_sys::nftables::Nftables::open()?;
+            for port in &ports {
+                let (map, key) = port.key();
+                let value = port.value(ip);
+                match nl.add_element(&table, map, &key, &value) {
+                    Ok(()) => {}
+                    Err(e) if e.source == Errno::EBUSY => {
+                        nl.delete_element(&table, map, &key)?;
+                        nl.add_element(&table, map, &key, &value)?;
+                    }
+                    Err(e) if e.source == Errno::ENOENT => {
+                        // A node table from before host ports were translated: write it again
+                        // (it has no elements to lose), then retry.
+                        let _lock = bridge::lock(&c.bridge)?;
+                        if nl.add_element(&table, map, &key, &value).is_err() {
+                            nft::replace_table(&table, &nft::guard(c))?;
+                            nl.add_element(&table, map, &key, &value)?;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes the host port elements recorded for the pod at `ip`, then the record.
+    fn unpublish(&self, ip: Ipv4Addr) -> Result<(), NetError> {
+        let record = self.host_port_record(ip);
+        let ports = hostport::read_record(&record);
+        if !ports.is_empty() {
+            let table = crate::nft::guard_table(&self.inner.config);
+            let mut nl = peapod_sys::nftables::Nftables::open()?;
+            for port in &ports {
+                let (map, key) = port.key();
+                nl.delete_element(&table, map, &key)?;
+            }
+        }
+        match std::fs::remove_file(&record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &record)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// The address of pod `uid`, if it has one.

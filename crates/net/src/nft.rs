@@ -11,7 +11,9 @@
 //!   traffic still addressed to the service CIDR found no endpoint and is rejected; with
 //!   `Outbound::Isolated` nothing is forwarded between the bridge and other interfaces except
 //!   translated connections; 127/8 on the bridge is dropped (the bridge has `route_localnet`
-//!   for NodePorts on 127.0.0.1, the kube-proxy mitigation of CVE-2020-8558).
+//!   for NodePorts on 127.0.0.1, the kube-proxy mitigation of CVE-2020-8558). It also holds
+//!   the node's host ports: the maps `hostports` and `hostports_ip`, whose elements each pod
+//!   adds and removes over netlink (`hostport`), and the nat chains that look them up.
 
 use crate::cmd;
 use crate::config::{NetworkConfig, Outbound};
@@ -74,6 +76,21 @@ pub fn guard(c: &NetworkConfig) -> String {
         s,
         "  chain martians {{ type filter hook prerouting priority raw; policy accept; iifname \"{br}\" ip daddr 127.0.0.0/8 drop; iifname \"{br}\" ip saddr 127.0.0.0/8 drop; }}"
     );
+    let (any, ip) = (crate::hostport::MAP_ANY, crate::hostport::MAP_IP);
+    let _ = writeln!(
+        s,
+        "  map {any} {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map {ip} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain hostports {{ dnat ip addr . port to ip daddr . meta l4proto . th dport map @{ip}; fib daddr type local dnat ip addr . port to meta l4proto . th dport map @{any}; }}"
+    );
+    s.push_str("  chain hostports_in { type nat hook prerouting priority dstnat; policy accept; jump hostports; }\n");
+    s.push_str("  chain hostports_out { type nat hook output priority -100; policy accept; jump hostports; }\n");
+    let _ = writeln!(
+        s,
+        "  chain hostports_masquerade {{ type nat hook postrouting priority srcnat; policy accept; ct status dnat oifname \"{br}\" masquerade; }}"
+    );
     s.push_str("}\n");
     s
 }
@@ -113,6 +130,9 @@ mod tests {
         assert!(text.starts_with("table ip peapod0_guard {\n"));
         assert!(text.contains("iifname \"peapod0\" oifname != \"peapod0\" drop;"));
         assert!(text.contains("ip daddr 10.96.0.0/16 reject;"));
+        assert!(text.contains(
+            "fib daddr type local dnat ip addr . port to meta l4proto . th dport map @hostports;"
+        ));
         let masq = NetworkConfig {
             outbound: Outbound::Masquerade,
             ..c

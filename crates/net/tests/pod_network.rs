@@ -9,7 +9,7 @@
 
 use peapod_net::dns::{DnsServer, Records};
 use peapod_net::service::rules::{Frontend, Protocol, ServiceRule};
-use peapod_net::{nft, NetworkConfig, Outbound, PodNetwork};
+use peapod_net::{nft, HostPort, NetworkConfig, Outbound, PodNetwork};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -42,6 +42,15 @@ fn nft_tables() -> String {
         .args(["list", "tables"])
         .output()
         .expect("nft list tables");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The elements of map `map` of the test bridge's node table.
+fn host_port_map(map: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "map", "ip", &format!("{BRIDGE}_guard"), map])
+        .output()
+        .expect("nft list map");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -359,12 +368,88 @@ async fn pods_services_dns_and_cleanup() {
         "service kept"
     );
 
+    // Host ports of pod a, on every local address and on 127.0.0.1 only: translated for
+    // the host (loopback and its own address) and for the outside; publishing is idempotent.
+    let host_port = 18000 + (std::process::id() % 1000) as u16;
+    let tcp = |host_ip, host_port| HostPort {
+        protocol: Protocol::Tcp,
+        host_ip,
+        host_port,
+        container_port: 80,
+    };
+    let ports = vec![
+        tcp(None, host_port),
+        tcp(Some(Ipv4Addr::LOCALHOST), host_port + 1),
+    ];
+    for _ in 0..2 {
+        net.publish(PODS[0], ports.clone()).await.expect("publish");
+    }
+    assert!(host_port_map("hostports").contains(&format!("tcp . {host_port} : 10.123.0.2 . 80")));
+    let own = Ipv4Addr::new(10, 123, 2, 1);
+    for (addr, what) in [
+        (
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port),
+            "127.0.0.1",
+        ),
+        (SocketAddrV4::new(own, host_port), "the host's own address"),
+        (
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port + 1),
+            "hostIP 127.0.0.1",
+        ),
+    ] {
+        assert_eq!(
+            fetch(addr).as_deref(),
+            Some("from-a"),
+            "host port on {what}"
+        );
+    }
+    assert_eq!(
+        fetch_from(OUTSIDE, SocketAddrV4::new(own, host_port)).as_deref(),
+        Some("from-a"),
+        "host port from outside"
+    );
+    assert_eq!(
+        fetch(SocketAddrV4::new(own, host_port + 1)),
+        None,
+        "hostIP is 127.0.0.1 only"
+    );
+    // A pod found gone by a restarted daemon: its host ports go with its address.
+    let udp = HostPort {
+        protocol: Protocol::Udp,
+        host_ip: None,
+        host_port,
+        container_port: 53,
+    };
+    net.publish(PODS[1], vec![udp]).await.expect("publish b");
+    assert!(host_port_map("hostports").contains(&format!("udp . {host_port} : 10.123.0.3 . 53")));
+    let freed = net
+        .collect_garbage(|uid| uid != PODS[1])
+        .await
+        .expect("collect");
+    assert_eq!(freed, vec![addrs[1]]);
+    assert!(
+        !host_port_map("hostports").contains("udp"),
+        "{}",
+        host_port_map("hostports")
+    );
+
     // Release: veths gone, addresses free; stop: table gone, the bridge kept until removed.
     for ns in PODS {
         net.release(ns).await.expect("release");
         assert_eq!(net.pod_ip(ns), None);
     }
     assert!(!ip(&["-br", "link"]).expect("links").contains("pp0a7b"));
+    assert!(
+        !host_port_map("hostports").contains("tcp"),
+        "{}",
+        host_port_map("hostports")
+    );
+    assert!(!host_port_map("hostports_ip").contains("tcp"));
+    assert_eq!(
+        fetch(SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port)),
+        None,
+        "host port after release"
+    );
     net.stop().expect("stop");
     assert!(
         !nft_tables().contains(&format!("{TABLE}\n")),

@@ -95,6 +95,13 @@ fn generator_data_is_served_by_echo_on_the_host_port() {
     // What is served is what the generator wrote.
     let first = format!("coupled/generator | wrote {}", numbers[0]);
     pod.wait_for(&first, START);
+    // The kernel translates the port (no relay): an element of the bridge's host port map.
+    let element = format!("tcp . {port} : ");
+    assert!(
+        host_port_map().contains(&element),
+        "no {element:?} in\n{}",
+        host_port_map()
+    );
     pod.interrupt();
     let code = pod.exit_code(deadline_in(EXIT));
     assert_eq!(code, 0, "exit code after SIGINT\n{}", pod.transcript());
@@ -104,6 +111,21 @@ fn generator_data_is_served_by_echo_on_the_host_port() {
         http_get(port, "/data").is_err(),
         "host port {port} still answers after the pod was deleted"
     );
+    assert!(
+        !host_port_map().contains(&element),
+        "{element:?} left after the pod was deleted"
+    );
+    // The port is free again.
+    drop(std::net::TcpListener::bind(("0.0.0.0", port)).expect("host port free again"));
+}
+
+/// The elements of the node's host port map (`nft list map`), empty without one.
+fn host_port_map() -> String {
+    std::process::Command::new("nft")
+        .args(["list", "map", "ip", "peapod0_guard", "hostports"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 const SHARING: &str = r#"

@@ -10,6 +10,7 @@ pub mod init;
 pub mod mount;
 pub mod net;
 pub mod netlink;
+pub mod nftables;
 pub mod ns;
 pub mod process;
 pub mod tty;

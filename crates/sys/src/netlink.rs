@@ -24,10 +24,10 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 
 // Attributes (linux/if_link.h, linux/veth.h, linux/if_addr.h, linux/rtnetlink.h).
 const IFLA_IFNAME: u16 = 3;
@@ -48,6 +48,8 @@ const RTPROT_BOOT: u8 = 3;
 const RTN_UNICAST: u8 = 1;
 
 const HEADER: usize = 16;
+/// Set on the type of a nested attribute (linux/netlink.h); nf_tables wants it.
+const NLA_F_NESTED: u16 = 0x8000;
 
 /// One rtnetlink socket and its sequence numbers.
 #[derive(Debug)]
@@ -59,11 +61,16 @@ pub struct Netlink {
 impl Netlink {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink> {
+        Netlink::open_protocol(SockProtocol::NetlinkRoute)
+    }
+
+    /// A socket of netlink family `protocol` in the calling thread's network namespace.
+    pub(crate) fn open_protocol(protocol: SockProtocol) -> Result<Netlink> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
             SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
+            protocol,
         )
         .map_err(|e| SysError::new("socket", "netlink", e))?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
@@ -221,11 +228,29 @@ impl Netlink {
     /// acknowledgement (an empty reply for a successful one).
     fn exchange(&mut self, m: Message, what: &str) -> Result<Vec<u8>> {
         self.seq = self.seq.wrapping_add(1);
-        let op = m.op();
-        let packet = m.finish(self.seq);
+        let (op, seq) = (m.op(), self.seq);
+        let packet = m.finish(seq);
+        self.send_and_wait(&packet, seq..=seq, op, what)
+    }
+
+    /// The next sequence number.
+    pub(crate) fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `packet` (one or more messages) and returns the first answer to a message of
+    /// `seqs`: the reply, or the error of an acknowledgement (empty for a successful one).
+    pub(crate) fn send_and_wait(
+        &mut self,
+        packet: &[u8],
+        seqs: std::ops::RangeInclusive<u32>,
+        op: &'static str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         sendto(
             self.fd.as_raw_fd(),
-            &packet,
+            packet,
             &NetlinkAddr::new(0, 0),
             MsgFlags::empty(),
         )
@@ -238,7 +263,7 @@ impl Netlink {
                 let Some(header) = Header::parse(msg) else {
                     continue;
                 };
-                if header.seq != self.seq {
+                if !seqs.contains(&header.seq) {
                     continue;
                 }
                 if header.kind != NLMSG_ERROR {
@@ -293,14 +318,14 @@ const fn align(len: usize) -> usize {
 }
 
 /// A request being built: header, fixed part, attributes (nested ones by offset).
-struct Message {
+pub(crate) struct Message {
     kind: u16,
-    flags: u16,
+    pub(crate) flags: u16,
     buf: Vec<u8>,
 }
 
 impl Message {
-    fn new(kind: u16, flags: u16) -> Message {
+    pub(crate) fn new(kind: u16, flags: u16) -> Message {
         Message {
             kind,
             flags: NLM_F_REQUEST | flags,
@@ -319,7 +344,7 @@ impl Message {
         }
     }
 
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
         self.buf.resize(align(self.buf.len()), 0);
     }
@@ -332,7 +357,7 @@ impl Message {
         self.bytes(&flags.to_ne_bytes());
     }
 
-    fn attr(&mut self, kind: u16, data: &[u8]) {
+    pub(crate) fn attr(&mut self, kind: u16, data: &[u8]) {
         let len = (4 + data.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -343,7 +368,7 @@ impl Message {
         self.attr(kind, &value.to_ne_bytes());
     }
 
-    fn attr_str(&mut self, kind: u16, value: &str) {
+    pub(crate) fn attr_str(&mut self, kind: u16, value: &str) {
         let mut data = value.as_bytes().to_vec();
         data.push(0);
         self.attr(kind, &data);
@@ -356,12 +381,17 @@ impl Message {
         at
     }
 
-    fn end(&mut self, at: usize) {
+    /// Opens a nested attribute flagged `NLA_F_NESTED`; `end` sets its length.
+    pub(crate) fn begin_nested(&mut self, kind: u16) -> usize {
+        self.begin(kind | NLA_F_NESTED)
+    }
+
+    pub(crate) fn end(&mut self, at: usize) {
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
-    fn finish(mut self, seq: u32) -> Vec<u8> {
+    pub(crate) fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf[4..6].copy_from_slice(&self.kind.to_ne_bytes());

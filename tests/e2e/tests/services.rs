@@ -1,7 +1,9 @@
 //! Pod networking, Services and cluster DNS end to end (issue 7), with `peapod serve` and the
 //! real kubectl 1.33: two pods get distinct addresses and both listen on port 80, one reaches
 //! the other by IP; a Service selecting a pod is reached by its DNS name from another pod;
-//! `kubectl expose --type=NodePort` is reached from the host on 127.0.0.1:<nodePort>. The
+//! `kubectl expose --type=NodePort` is reached from the host on 127.0.0.1:<nodePort>; a
+//! hostPort something else holds keeps its pod Pending, a free one is reached from the host,
+//! also while the daemon is killed and after it is restarted, until the pod is deleted. The
 //! daemon runs on a network of its own (bridge `ppe2esvc0`, pods 10.124.0.0/24, Services
 //! 10.124.1.0/24, nftables table `ppe2esvc`, set through `PEAPOD_*` variables), so it never
 //! touches a developer's networks or another daemon's; all traffic stays on that bridge and
@@ -127,6 +129,7 @@ fn upstream_reply(q: &[u8]) -> Option<Vec<u8>> {
 /// `peapod serve` on a temporary root and a network of its own.
 struct Cluster {
     d: Daemon,
+    upstream: String,
 }
 
 impl Cluster {
@@ -134,17 +137,21 @@ impl Cluster {
         let dir = root_tempdir("peapod-services-");
         let mut c = Cluster {
             d: Daemon::new(dir, Leftovers::Peapod),
+            upstream: fake_upstream().to_string(),
         };
         c.remove_network();
-        let upstream = fake_upstream().to_string();
-        c.d.serve(&[
-            ("PEAPOD_DNS_UPSTREAM", upstream.as_str()),
+        c.serve();
+        c
+    }
+
+    fn serve(&mut self) {
+        self.d.serve(&[
+            ("PEAPOD_DNS_UPSTREAM", self.upstream.as_str()),
             ("PEAPOD_BRIDGE", BRIDGE),
             ("PEAPOD_POD_CIDR", "10.124.0.0/24"),
             ("PEAPOD_SERVICE_CIDR", SERVICE_CIDR),
             ("PEAPOD_NFT_TABLE", TABLE),
         ]);
-        c
     }
 
     fn log(&self) -> String {
@@ -275,6 +282,31 @@ spec:
     image: busybox
     command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www && echo hello-from-client > /www/index.html && httpd -p 80 -h /www; while true; do sleep 0.2; done"]
 "#;
+
+/// A pod serving `hello-from-NAME` on host port PORT.
+const HOST_PORT_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: NAME
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-NAME > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports:
+    - containerPort: 80
+      hostPort: PORT
+"#;
+
+/// The elements of the test bridge's host port map (`nft list map`).
+fn host_port_map() -> String {
+    Command::new("nft")
+        .args(["list", "map", "ip", &format!("{BRIDGE}_guard"), "hostports"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
 
 #[test]
 fn pod_ips_services_dns_and_node_ports() {
@@ -475,6 +507,67 @@ fn pod_ips_services_dns_and_node_ports() {
             .then_some(()))
         .is_some(),
         "node port {node_port} still answers after the Service was deleted"
+    );
+
+    // hostPort over the API: a port something else has keeps the pod Pending with the
+    // scheduler's event, nothing created; a free one is translated to the pod (an element of
+    // the bridge's host port map) until the pod is deleted.
+    let taken = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("hold a port");
+    let taken_port = taken.local_addr().expect("port").port();
+    c.apply(
+        "taken.yaml",
+        &HOST_PORT_POD
+            .replace("NAME", "taken")
+            .replace("PORT", &taken_port.to_string()),
+    );
+    c.ok_until(&["get", "events", "--field-selector", "involvedObject.name=taken", "-o", "jsonpath={.items[*].message}"], |s| {
+        s.contains(&format!("didn't have free ports for the requested pod ports: host port 0.0.0.0:{taken_port} is already in use"))
+    });
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "taken",
+            "-o",
+            "jsonpath={.status.phase}/{.status.podIP}"
+        ]),
+        "Pending/"
+    );
+    c.ok(&["delete", "pod", "taken", "--wait=true", "--timeout=60s"]);
+    drop(taken);
+    let host_port = peapod_e2e::free_port();
+    c.apply(
+        "hp.yaml",
+        &HOST_PORT_POD
+            .replace("NAME", "hp")
+            .replace("PORT", &host_port.to_string()),
+    );
+    let body = poll_until(Instant::now() + TIMEOUT, || http_get(host_port))
+        .unwrap_or_else(|| panic!("nothing on 127.0.0.1:{host_port}\n{}", c.log()));
+    assert_eq!(body, "hello-from-hp\n");
+    let element = format!("tcp . {host_port} : {POD_CIDR_PREFIX}");
+    assert!(host_port_map().contains(&element), "{}", host_port_map());
+    // The kernel keeps translating while no daemon runs; a restarted one adopts the pod (and
+    // publishes its port again), and deleting the pod then removes the element.
+    c.d.kill();
+    assert_eq!(
+        http_get(host_port).as_deref(),
+        Some("hello-from-hp\n"),
+        "without a daemon"
+    );
+    c.serve();
+    c.wait_ready_pod("hp");
+    assert_eq!(
+        http_get(host_port).as_deref(),
+        Some("hello-from-hp\n"),
+        "after the restart"
+    );
+    c.ok(&["delete", "pod", "hp", "--wait=true", "--timeout=60s"]);
+    assert!(!host_port_map().contains(&element), "{}", host_port_map());
+    assert_eq!(
+        http_get(host_port),
+        None,
+        "host port {host_port} after the pod"
     );
 
     // Cleanup through kubectl, then the daemon; nothing of the network is left.

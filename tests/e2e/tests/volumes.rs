@@ -1,7 +1,8 @@
 //! PersistentVolumeClaims with the real kubectl (issue 7, item 5): the default StorageClass
 //! `local-path` provisions a directory per claim and binds it, data survives deleting and
-//! recreating the pod, a pod waits in Pending for a claim that does not exist yet, and deleting
-//! the claim deletes the volume and its directory.
+//! recreating the pod, a pod waits in Pending for a claim that does not exist yet, a claim in
+//! use stays Terminating until its pod is gone (pvc-protection), and deleting the claim deletes
+//! the volume and its directory.
 
 use peapod_e2e::{poll_until, root_tempdir, Daemon, Leftovers, POD_TIMEOUT};
 use std::time::Instant;
@@ -137,10 +138,45 @@ fn claims_are_provisioned_bound_kept_across_pods_and_deleted() {
         c.d.ok(&["exec", "second", "--", "cat", "/data/marker"]),
         "kept\n"
     );
-    c.d.ok(&["delete", "pod", "second", "--wait=true"]);
 
-    // Deleting the claim deletes its volume (reclaimPolicy Delete) and the directory.
-    c.d.ok(&["delete", "pvc", "data", "--wait=true"]);
+    // In-use protection: a claim a pod uses stays Terminating when deleted, with its volume.
+    c.d.ok_until(
+        &[
+            "get",
+            "pvc",
+            "data",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+        |s| s.contains("kubernetes.io/pvc-protection"),
+    );
+    c.d.ok_until(
+        &[
+            "get",
+            "pv",
+            &volume,
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+        |s| s.contains("kubernetes.io/pv-protection"),
+    );
+    c.d.ok(&["delete", "pvc", "data", "--wait=false"]);
+    c.d.ok_until(&["get", "pvc", "data", "--no-headers"], |s| {
+        s.contains("Terminating")
+    });
+    assert_eq!(
+        c.d.ok(&["get", "pv", &volume, "-o", "jsonpath={.status.phase}"]),
+        "Bound"
+    );
+    assert_eq!(
+        c.d.ok(&["exec", "second", "--", "cat", "/data/marker"]),
+        "kept\n"
+    );
+
+    // Once no pod uses it, the claim goes, and with it its volume (reclaimPolicy Delete) and
+    // the directory.
+    c.d.ok(&["delete", "pod", "second", "--wait=true"]);
+    c.d.ok_until(&["get", "pvc", "-o", "name"], |s| s.trim().is_empty());
     c.d.ok_until(&["get", "pv", "-o", "name"], |s| s.trim().is_empty());
     let gone = poll_until(Instant::now() + POD_TIMEOUT, || {
         c.volumes_dir().is_empty().then_some(())

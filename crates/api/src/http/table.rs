@@ -286,7 +286,7 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
         }
         "persistentvolumeclaims" => vec![
             name,
-            json!(s(o, "/status/phase")),
+            json!(phase_or_terminating(o)),
             json!(s(o, "/spec/volumeName")),
             json!(s(o, "/status/capacity/storage")),
             json!(access_modes(o.pointer("/status/accessModes"))),
@@ -307,7 +307,7 @@ fn cells(resource: &str, o: &Value, now: i64) -> Vec<Value> {
                 json!(s(o, "/spec/capacity/storage")),
                 json!(access_modes(o.pointer("/spec/accessModes"))),
                 json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
-                json!(s(o, "/status/phase")),
+                json!(phase_or_terminating(o)),
                 json!(claim),
                 json!(s(o, "/spec/storageClassName")),
                 json!(s(o, "/status/reason")),
@@ -393,6 +393,19 @@ fn first_three(items: &[String]) -> String {
         0 => "<none>".into(),
         n if n <= 3 => items.join(","),
         n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
+}
+
+/// `status.phase`, or `Terminating` once the object is being deleted (as the apiserver
+/// prints claims and volumes).
+fn phase_or_terminating(o: &Value) -> &str {
+    if o["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+    {
+        "Terminating"
+    } else {
+        s(o, "/status/phase")
     }
 }
 

@@ -279,6 +279,42 @@ mod tests {
         task.abort();
     }
 
+    /// An IPv4-only cluster: AAAA for a cluster name is NOERROR with no records (as CoreDNS
+    /// answers), so a resolver asking A and AAAA together uses the A record; a name that does
+    /// not exist is NXDOMAIN for either type. Neither is forwarded.
+    #[test]
+    fn aaaa_for_cluster_names_is_no_data_and_unknown_names_nxdomain() {
+        use crate::dns::wire::TYPE_AAAA;
+        use k8s_openapi::api::core::v1::Service;
+        let services: Vec<Service> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.10"}}
+        ]))
+        .expect("services");
+        let records = Records::build("cluster.local", &services, &[]);
+        let upstream: [SocketAddr; 1] = [(Ipv4Addr::LOCALHOST, 53).into()];
+        // (name, type, rcode, answers)
+        let table = [
+            ("web.default.svc.cluster.local", TYPE_AAAA, 0, 0),
+            ("WEB.default.svc.cluster.local", TYPE_AAAA, 0, 0),
+            ("web.default.svc.cluster.local", TYPE_A, 0, 1),
+            ("default.svc.cluster.local", TYPE_AAAA, 0, 0),
+            ("nope.default.svc.cluster.local", TYPE_AAAA, 3, 0),
+            ("nope.default.svc.cluster.local", TYPE_A, 3, 0),
+            ("web.nope.svc.cluster.local", TYPE_AAAA, 3, 0),
+        ];
+        for (name, qtype, rcode, answers) in table {
+            let q = query_bytes(7, name, qtype);
+            assert!(!forwarded(&records, &q, &upstream), "{name} forwarded");
+            let reply = answer(&records, &q, Some(wire::UDP_LIMIT)).expect("reply");
+            assert_eq!(reply[3] & 0x0f, rcode, "{name} type {qtype}: rcode");
+            assert_eq!(
+                u16::from_be_bytes([reply[6], reply[7]]),
+                answers,
+                "{name} type {qtype}: answers"
+            );
+        }
+    }
+
     /// A fake upstream on loopback answering every UDP and TCP query with the question and
     /// the QR bit set (no records); counts the queries it got.
     async fn fake_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
