@@ -14,7 +14,7 @@ a file of random bytes with httpd, and measures with the real kubectl:
   1.27: plain SPDY) and directly from the pod's address on the bridge, MiB/s.
 
 Prints a markdown table (median, min, max of n runs) for docs/perf.md. Removes its directory
-at the end; nothing else is touched. Not part of `bench/run`."""
+at the end; nothing else is touched. Run by `bench/run --exec`."""
 
 import argparse
 import os
