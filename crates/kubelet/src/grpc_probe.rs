@@ -190,7 +190,7 @@ fn go_duration(d: Duration) -> String {
 /// `service`, everything before `deadline`; `Err` carries the kubelet's failure message.
 pub async fn probe<S, F>(
     dial: F,
-    port: u16,
+    addr: std::net::SocketAddrV4,
     service: &str,
     timeout: Duration,
     deadline: Instant,
@@ -199,7 +199,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: std::future::Future<Output = std::io::Result<S>>,
 {
-    let addr = format!("127.0.0.1:{port}");
+    let addr = addr.to_string();
     let io = match tokio::time::timeout_at(deadline, dial).await {
         Ok(Ok(io)) => io,
         Ok(Err(e)) => return Err(format!("error: failed to connect service at {addr:?}: {e}")),
@@ -450,7 +450,8 @@ mod tests {
     async fn probe_port(port: u16, service: &str) -> Result<(), String> {
         let timeout = Duration::from_secs(1);
         let dial = tokio::net::TcpStream::connect(("127.0.0.1", port));
-        probe(dial, port, service, timeout, Instant::now() + timeout).await
+        let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+        probe(dial, addr, service, timeout, Instant::now() + timeout).await
     }
 
     #[tokio::test]

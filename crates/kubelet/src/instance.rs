@@ -346,7 +346,7 @@ pub(crate) async fn run_hook(
         ProbeAction::Http {
             port,
             path: h.path.clone().unwrap_or_else(|| "/".into()),
-            host: h.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            host: h.host.clone().unwrap_or_default(),
             headers: h
                 .http_headers
                 .iter()
@@ -373,9 +373,19 @@ pub(crate) async fn run_hook(
 }
 
 /// Where probes and hooks reach an instance.
-pub(crate) fn probe_target(node: &Node, pod_dir: &SandboxDir, dir: &ContainerDir) -> ProbeTarget {
+pub(crate) fn probe_target(
+    node: &Node,
+    ctx: &PodContext,
+    pod_dir: &SandboxDir,
+    dir: &ContainerDir,
+) -> ProbeTarget {
     ProbeTarget {
         netns: pod_dir.sandbox_ref().net,
+        address: ctx
+            .pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
         exe: node.runtime.exe().to_path_buf(),
         container: dir.clone(),
     }

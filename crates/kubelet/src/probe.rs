@@ -115,7 +115,8 @@ pub fn probe_spec(probe: &Probe, c: &Container) -> Result<ProbeSpec, String> {
                 .clone()
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| "/".into()),
-            host: h.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            // Empty: the pod's IP, known when the probe runs (`ProbeTarget::address`).
+            host: h.host.clone().unwrap_or_default(),
             headers: h
                 .http_headers
                 .iter()
@@ -178,6 +179,10 @@ impl Streak {
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     pub netns: PathBuf,
+    /// What network probes and hooks dial when they name no host: the pod's IP, as the kubelet
+    /// dials (a server bound to 127.0.0.1 only fails them, as on a node); 127.0.0.1 for a pod
+    /// without a network of its own.
+    pub address: std::net::Ipv4Addr,
     pub exe: PathBuf,
     pub container: ContainerDir,
 }
@@ -194,12 +199,14 @@ pub async fn run_once(
     let attempt = async {
         match action {
             ProbeAction::Exec(args) => exec(args, target).await,
-            ProbeAction::Tcp { port } => {
-                peapod_net::hostport::dial_in_netns(target.netns.clone(), *port)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))
-            }
+            ProbeAction::Tcp { port } => peapod_net::hostport::dial_addr_in_netns(
+                target.netns.clone(),
+                target.address,
+                *port,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("dial tcp {}:{port}: {e}", target.address)),
             ProbeAction::Http {
                 port,
                 path,
@@ -213,8 +220,13 @@ pub async fn run_once(
                 http_get(target, *port, path, host, headers).await
             }
             ProbeAction::Grpc { port, service } => {
-                let dial = peapod_net::hostport::dial_in_netns(target.netns.clone(), *port);
-                crate::grpc_probe::probe(dial, *port, service, timeout, deadline).await
+                let addr = std::net::SocketAddrV4::new(target.address, *port);
+                let dial = peapod_net::hostport::dial_addr_in_netns(
+                    target.netns.clone(),
+                    target.address,
+                    *port,
+                );
+                crate::grpc_probe::probe(dial, addr, service, timeout, deadline).await
             }
         }
     };
@@ -270,8 +282,16 @@ async fn http_get(
     host: &str,
     headers: &[(String, String)],
 ) -> Result<(), String> {
+    // No host: the pod's IP (the kubelet's default); a host that is an address is dialled
+    // from the pod's network namespace.
+    let host = if host.is_empty() {
+        target.address.to_string()
+    } else {
+        host.to_string()
+    };
+    let addr = host.parse().unwrap_or(target.address);
     let url = format!("http://{host}:{port}{path}");
-    let mut stream = peapod_net::hostport::dial_in_netns(target.netns.clone(), port)
+    let mut stream = peapod_net::hostport::dial_addr_in_netns(target.netns.clone(), addr, port)
         .await
         .map_err(|e| format!("Get {url:?}: dial tcp: {e}"))?;
     let mut request = format!("GET {path} HTTP/1.1\r\n");

@@ -625,7 +625,8 @@ impl PodState<'_> {
                 info!(container = %name, pid, "re-adopted running container");
                 record.started = true;
                 record.ready = true;
-                let target = instance::probe_target(&self.node, &self.pod_dir, &newest.dir);
+                let target =
+                    instance::probe_target(&self.node, &self.ctx, &self.pod_dir, &newest.dir);
                 let regular_init = self.is_regular_init(&name);
                 instance.watcher = Some(instance::watch_running(
                     &self.ctx,
@@ -803,7 +804,7 @@ impl PodState<'_> {
                 started_at,
             } => {
                 self.all_ids.push(id.clone());
-                let target = instance::probe_target(&self.node, &self.pod_dir, &dir);
+                let target = instance::probe_target(&self.node, &self.ctx, &self.pod_dir, &dir);
                 let regular_init = self.is_regular_init(&name);
                 let mut restart = 0;
                 if let Some(inst) = self.current.get_mut(&name) {

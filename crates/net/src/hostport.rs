@@ -239,11 +239,20 @@ impl HostPortHold {
 
 /// Connects to `127.0.0.1:port` from inside the network namespace pinned at `netns`.
 pub async fn dial_in_netns(netns: PathBuf, port: u16) -> std::io::Result<TcpStream> {
+    dial_addr_in_netns(netns, Ipv4Addr::LOCALHOST, port).await
+}
+
+/// Connects to `addr:port` from inside the network namespace pinned at `netns`.
+pub async fn dial_addr_in_netns(
+    netns: PathBuf,
+    addr: Ipv4Addr,
+    port: u16,
+) -> std::io::Result<TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = peapod_sys::ns::enter_net(&netns)
             .map_err(std::io::Error::other)
-            .and_then(|()| std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)));
+            .and_then(|()| std::net::TcpStream::connect((addr, port)));
         let _ = tx.send(result);
     });
     let stream = rx

@@ -24,7 +24,8 @@ const NOT_SERVING: i32 = 2;
 /// The health server's port inside the pod.
 const PORT: u16 = 50051;
 
-/// A gRPC health server listening on 127.0.0.1:PORT inside a network namespace, answering
+/// A gRPC health server listening on 0.0.0.0:PORT inside a network namespace (probes dial the
+/// pod's IP), answering
 /// `Check` of each service with the status in `statuses` (SERVICE_UNKNOWN when absent).
 struct HealthServer {
     statuses: Arc<Mutex<HashMap<String, i32>>>,
@@ -39,7 +40,7 @@ impl HealthServer {
         let listener = std::thread::spawn(move || {
             let ns = std::fs::File::open(&netns).expect("open the pod's network namespace");
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            std::net::TcpListener::bind(("127.0.0.1", PORT)).expect("bind in the pod")
+            std::net::TcpListener::bind(("0.0.0.0", PORT)).expect("bind in the pod")
         })
         .join()
         .expect("listener thread");

@@ -480,6 +480,54 @@ fn readiness_probe_flips_ready() {
     );
 }
 
+const LOOPBACK_ONLY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: loopback
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox
+    command: ["sh", "-c"]
+    args:
+    - |
+      trap 'exit 0' TERM
+      mkdir -p /www && echo ok > /www/index.html
+      httpd -f -p 127.0.0.1:8080 -h /www &
+      echo serving
+      while true; do sleep 1 & wait $!; done
+    readinessProbe:
+      httpGet:
+        path: /index.html
+        port: 8080
+      periodSeconds: 1
+"#;
+
+/// Network probes dial the pod's IP, as the kubelet does: a server bound to 127.0.0.1 only is
+/// not reached, so the container is never ready — on a node it would not be either.
+#[test]
+fn probes_dial_the_pod_ip_not_loopback() {
+    let root = TestRoot::new();
+    let path = root.manifest("pod.yaml", LOOPBACK_ONLY);
+    let mut pod = root.run(&path);
+    pod.wait_for("loopback/web | serving", START);
+    let failed = pod.wait_for_line(
+        |l| l.starts_with("pod/loopback: Unhealthy: Readiness probe failed: Get \"http://"),
+        deadline_in(START),
+    );
+    assert!(!failed.contains("127.0.0.1"), "{failed}");
+    assert!(
+        !pod.stderr()
+            .iter()
+            .any(|l| l == "pod/loopback: container web ready"),
+        "{}",
+        pod.transcript()
+    );
+    interrupt_and_check(&root, &mut pod, "loopback");
+}
+
 const OOM: &str = r#"
 apiVersion: v1
 kind: Pod
