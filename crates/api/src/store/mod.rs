@@ -170,6 +170,8 @@ fn parse_object(key: &[u8], bytes: &[u8]) -> Result<Value, StoreError> {
 /// Opens (creating if needed) the redb file.
 /// The path a store kept in memory reports ([`Store::open_in_memory`]).
 const IN_MEMORY: &str = ":memory:";
+/// redb's page cache for a store kept in memory: enough to buffer a batch's writes.
+const IN_MEMORY_CACHE_BYTES: usize = 1 << 20;
 
 fn open_database(path: &Path, options: &StoreOptions) -> Result<Database, StoreError> {
     Database::builder()
@@ -302,7 +304,8 @@ impl Store {
     pub fn open_in_memory(options: StoreOptions) -> Result<Store, StoreError> {
         let path = Path::new(IN_MEMORY);
         let database = Database::builder()
-            .set_cache_size(options.cache_bytes)
+            // The backend is memory already: a page cache over it only holds second copies.
+            .set_cache_size(options.cache_bytes.min(IN_MEMORY_CACHE_BYTES))
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
