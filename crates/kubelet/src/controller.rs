@@ -6,7 +6,9 @@ use crate::context::PodContext;
 use crate::logs::RunningInstances;
 use crate::worker::{Node, PodEvent, PodWorker};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use peapod_api::store::{EventKind, Filter, ListOptions, ObjectKey, Store, StoreError};
+use peapod_api::store::{
+    EventKind, Filter, ListOptions, ObjectKey, Store, StoreError, Watch, WatchEvent,
+};
 use peapod_net::HostPortHold;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -65,53 +67,68 @@ impl NodeController {
         let selector = format!("spec.nodeName={node_name}");
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, PodEvent)>();
         let mut pods = Pods::default();
-        let mut watch = match store.watch(
+        let mut watch = Resumable::new(
+            &store,
             "pods",
-            None,
             0,
             Filter::parse(None, Some(&selector)).unwrap_or_default(),
-        ) {
-            Ok(w) => w,
-            Err(error) => {
-                warn!(%error, "cannot watch pods");
-                return;
-            }
-        };
+        );
         // ConfigMaps and Secrets: a change reaches the volumes of the running pods that use them.
         let since = store.revision();
-        let mut config_maps = store
-            .watch("configmaps", None, since, Filter::default())
-            .ok();
-        let mut secrets = store.watch("secrets", None, since, Filter::default()).ok();
+        let mut config_maps = Resumable::new(&store, "configmaps", since, Filter::default());
+        let mut secrets = Resumable::new(&store, "secrets", since, Filter::default());
         // Claims: a pod waiting for its claims is tried again when one changes.
-        let mut claims = store
-            .watch("persistentvolumeclaims", None, since, Filter::default())
-            .ok();
+        let mut claims = Resumable::new(&store, "persistentvolumeclaims", since, Filter::default());
         loop {
             tokio::select! {
-                Some(_) = next_event(&mut claims) => {
+                _ = claims.next(&store) => {
                     for (key, _) in pods.waiting.clone().into_values() {
                         if let Ok(Some(object)) = store.get(&key) {
                             self.on_pod(&store, &node, &tx, &mut pods, EventKind::Modified, object).await;
                         }
                     }
                 }
-                Some(event) = next_event(&mut config_maps) => self.on_config(&store, &pods.running, false, &event.object),
-                Some(event) = next_event(&mut secrets) => self.on_config(&store, &pods.running, true, &event.object),
-                event = watch.next() => {
-                    let Some(event) = event else {
-                        // Re-watch from now (the store ended a lagging watcher).
-                        match store.watch("pods", None, 0, Filter::parse(None, Some(&selector)).unwrap_or_default()) {
-                            Ok(w) => { watch = w; continue; }
-                            Err(_) => return,
+                next = config_maps.next(&store) => match next {
+                    Next::Event(event) => self.on_config(&store, &pods.running, false, &event.object),
+                    Next::StartedOver => self.refresh_all(&store, &pods.running),
+                },
+                next = secrets.next(&store) => match next {
+                    Next::Event(event) => self.on_config(&store, &pods.running, true, &event.object),
+                    Next::StartedOver => self.refresh_all(&store, &pods.running),
+                },
+                next = watch.next(&store) => match next {
+                    Next::Event(event) => {
+                        self.on_pod(&store, &node, &tx, &mut pods, event.kind, event.object).await;
+                    }
+                    // Every current pod comes again as ADDED; one deleted meanwhile does not.
+                    Next::StartedOver => {
+                        let gone: Vec<Value> = pods
+                            .running
+                            .iter()
+                            .filter(|(_, r)| matches!(store.get(&r.key), Ok(None)))
+                            .map(|(uid, r)| json!({"metadata": {"uid": uid, "name": r.key.name}}))
+                            .collect();
+                        for object in gone {
+                            self.on_pod(&store, &node, &tx, &mut pods, EventKind::Deleted, object).await;
                         }
-                    };
-                    self.on_pod(&store, &node, &tx, &mut pods, event.kind, event.object).await;
-                }
+                    }
+                },
                 Some((uid, event)) = rx.recv() => {
                     self.on_worker(&store, &mut pods.running, uid, event);
                 }
             }
+        }
+    }
+
+    /// After a ConfigMap or Secret watch started over: every running pod reads its volumes'
+    /// sources again (a change may have been missed).
+    fn refresh_all(&self, store: &Store, pods: &HashMap<String, Running>) {
+        for running in pods.values().filter(|r| !r.deleting) {
+            let ns = running.key.namespace.as_deref().unwrap_or("default");
+            running.worker.refresh(
+                list_typed(store, "configmaps", ns),
+                list_typed(store, "secrets", ns),
+            );
         }
     }
 
@@ -314,19 +331,71 @@ impl Default for NodeController {
     }
 }
 
-/// The next event of an optional watch; pending forever without one (or once it ended).
-async fn next_event(
-    watch: &mut Option<peapod_api::store::Watch>,
-) -> Option<peapod_api::store::WatchEvent> {
-    match watch {
-        Some(w) => match w.next().await {
-            Some(e) => Some(e),
-            None => {
-                *watch = None;
-                std::future::pending().await
+/// What a [`Resumable`] watch yields.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Event(WatchEvent),
+    /// The watch started over from now (the revision log no longer reached back to where it
+    /// was): current objects follow as ADDED, and a change meanwhile may have been missed.
+    StartedOver,
+}
+
+/// A store watch that outlives the store ending it. The store ends a watcher that falls behind
+/// rather than buffer without bound; this one resumes from the last revision it was sent, so no
+/// change is missed (<https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes>:
+/// a client re-watches from its last resourceVersion). When the log was compacted past it,
+/// the watch starts over from now and says so ([`Next::StartedOver`]), as a reflector re-lists
+/// after 410 Gone. A watch the store refuses is tried again a second later: the node controller
+/// never stops over it.
+pub(crate) struct Resumable {
+    resource: &'static str,
+    filter: Filter,
+    watch: Option<Watch>,
+    /// Every change up to this revision was delivered (0: start from now).
+    revision: u64,
+}
+
+impl Resumable {
+    pub(crate) fn new(store: &Store, resource: &'static str, since: u64, filter: Filter) -> Self {
+        let watch = store.watch(resource, None, since, filter.clone()).ok();
+        Resumable {
+            resource,
+            filter,
+            watch,
+            revision: since,
+        }
+    }
+
+    /// The next event. Cancel-safe (a dropped call loses nothing, as `Watch::next`).
+    pub(crate) async fn next(&mut self, store: &Store) -> Next {
+        loop {
+            if let Some(watch) = self.watch.as_mut() {
+                let event = watch.next().await;
+                self.revision = watch.revision();
+                match event {
+                    Some(event) => return Next::Event(event),
+                    None => self.watch = None,
+                }
             }
-        },
-        None => std::future::pending().await,
+            match store.watch(self.resource, None, self.revision, self.filter.clone()) {
+                Ok(watch) => self.watch = Some(watch),
+                Err(StoreError::Gone { .. }) => {
+                    warn!(
+                        resource = self.resource,
+                        "watch compacted past; starting over"
+                    );
+                    self.revision = 0;
+                    if let Ok(watch) = store.watch(self.resource, None, 0, self.filter.clone()) {
+                        self.watch = Some(watch);
+                        return Next::StartedOver;
+                    }
+                }
+                Err(error) => {
+                    warn!(resource = self.resource, %error, "cannot watch; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 }
 
@@ -453,4 +522,82 @@ fn record_event(store: &Store, key: &ObjectKey, uid: &str, event: &PodEvent) {
         name,
     };
     let _ = store.create(&ekey, object);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peapod_api::store::StoreOptions;
+
+    fn store() -> Store {
+        let options = StoreOptions {
+            watch_capacity: 2,
+            ..StoreOptions::default()
+        };
+        Store::open_in_memory(options).expect("store")
+    }
+
+    fn create(store: &Store, name: &str) {
+        let key = ObjectKey {
+            resource: "configmaps".into(),
+            namespace: Some("default".into()),
+            name: name.into(),
+        };
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
+        store.create(&key, cm).expect("create");
+    }
+
+    fn name(next: Next) -> String {
+        match next {
+            Next::Event(e) => e.object["metadata"]["name"].as_str().unwrap_or("").into(),
+            Next::StartedOver => "<started over>".into(),
+        }
+    }
+
+    /// A watcher that falls behind is ended by the store (capacity 2 here); the resumable
+    /// watch picks up from its last revision and misses nothing.
+    #[tokio::test]
+    async fn a_lagging_watch_resumes_without_a_gap() {
+        let store = store();
+        let mut watch = Resumable::new(&store, "configmaps", store.revision(), Filter::default());
+        create(&store, "c0");
+        assert_eq!(name(watch.next(&store).await), "c0");
+        for i in 1..10 {
+            create(&store, &format!("c{i}"));
+        }
+        let mut got = Vec::new();
+        for _ in 1..10 {
+            got.push(name(watch.next(&store).await));
+        }
+        let want: Vec<String> = (1..10).map(|i| format!("c{i}")).collect();
+        assert_eq!(got, want);
+    }
+
+    /// When the revision log no longer reaches back, the watch starts over from now: it says
+    /// so, then brings every current object.
+    #[tokio::test]
+    async fn a_watch_compacted_past_starts_over() {
+        let store = store();
+        let mut watch = Resumable::new(&store, "configmaps", store.revision(), Filter::default());
+        for i in 0..6 {
+            create(&store, &format!("c{i}"));
+        }
+        store.compact(store.revision()).expect("compact");
+        let mut got = vec![name(watch.next(&store).await)];
+        while got.len() < 7 {
+            got.push(name(watch.next(&store).await));
+        }
+        // What the first stream had buffered before it lagged, then the start-over with all six.
+        let over = got
+            .iter()
+            .position(|n| n == "<started over>")
+            .unwrap_or_else(|| panic!("{got:?}"));
+        let mut after: Vec<String> = got[over + 1..].to_vec();
+        while after.len() < 6 {
+            after.push(name(watch.next(&store).await));
+        }
+        after.sort();
+        let want: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+        assert_eq!(after, want, "{got:?}");
+    }
 }
