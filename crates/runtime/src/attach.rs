@@ -57,15 +57,16 @@ struct Client {
 }
 
 impl AttachServer {
-    /// Listens on `dir/attach.sock` (bound relative to `dir`: socket paths are short).
+    /// Listens on `dir/attach.sock`, bound through `/proc/self/fd/<dir>/`: a socket path must
+    /// fit in 108 bytes, `dir` need not; and no change of the process's working directory,
+    /// which every thread shares.
     pub fn bind(dir: &Path) -> Result<AttachServer> {
+        use std::os::fd::AsRawFd;
         let path = dir.join(ATTACH_SOCKET);
         let _ = std::fs::remove_file(&path);
-        let cwd = std::env::current_dir().map_err(io("."))?;
-        std::env::set_current_dir(dir).map_err(io(dir))?;
-        let listener = UnixListener::bind(ATTACH_SOCKET);
-        std::env::set_current_dir(&cwd).map_err(io(&cwd))?;
-        let listener = listener.map_err(io(&path))?;
+        let handle = std::fs::File::open(dir).map_err(io(dir))?;
+        let short = format!("/proc/self/fd/{}/{ATTACH_SOCKET}", handle.as_raw_fd());
+        let listener = UnixListener::bind(short).map_err(io(&path))?;
         listener.set_nonblocking(true).map_err(io(&path))?;
         Ok(AttachServer {
             listener,
