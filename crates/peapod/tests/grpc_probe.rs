@@ -193,12 +193,7 @@ fn pod_netns(root: &TestRoot, pod: &RunningPod) -> PathBuf {
 #[test]
 fn grpc_probes_drive_readiness_and_liveness() {
     let root = TestRoot::new();
-    let control = root
-        .path()
-        .parent()
-        .expect("the root is inside a tempdir")
-        .join("control");
-    std::fs::create_dir_all(&control).expect("create the control directory");
+    let control = common::control_dir(&root);
     let manifest = GRPC.replace("CONTROL_DIR", &control.display().to_string());
     let mut pod = root.run(&root.manifest("pod.yaml", &manifest));
     let server = HealthServer::start_in(&pod_netns(&root, &pod));

@@ -15,24 +15,12 @@
 
 mod common;
 
-use common::{deadline_in, RunningPod, TestRoot};
-use std::path::PathBuf;
+use common::{control_dir, deadline_in, run_to_completion, RunningPod, TestRoot};
 use std::time::{Duration, Instant};
 
 /// Generous: two cores, tests in parallel, a debug build.
 const START: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(60);
-
-/// Runs a pod that ends by itself; returns the finished run after checking its exit code and
-/// that nothing leaked.
-fn run_to_completion(root: &TestRoot, manifest: &str, want_code: i32) -> RunningPod {
-    let path = root.manifest("pod.yaml", manifest);
-    let mut pod = root.run(&path);
-    let code = pod.exit_code(deadline_in(EXIT));
-    assert_eq!(code, want_code, "exit code\n{}", pod.transcript());
-    pod.assert_no_leaks(root);
-    pod
-}
 
 /// SIGINT, then: exit code 0, the pod reported deleted, nothing left behind.
 fn interrupt_and_check(root: &TestRoot, pod: &mut RunningPod, name: &str) {
@@ -68,18 +56,6 @@ fn position_of_prefix(lines: &[String], prefix: &str) -> usize {
 /// Every line printed so far, both streams, in the order they were read.
 fn all_lines(pod: &RunningPod) -> Vec<String> {
     pod.output().into_iter().map(|(_, l)| l).collect()
-}
-
-/// A directory next to the root (removed with it) for a hostPath volume through which the
-/// test tells a container what to do.
-fn control_dir(root: &TestRoot) -> PathBuf {
-    let dir = root
-        .path()
-        .parent()
-        .expect("the root is inside a tempdir")
-        .join("control");
-    std::fs::create_dir_all(&dir).expect("create the control directory");
-    dir
 }
 
 const INIT_ORDER: &str = r#"

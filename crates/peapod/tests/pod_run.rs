@@ -9,23 +9,14 @@
 
 mod common;
 
-use common::{deadline_in, free_port, http_get, image_archive, poll_until, TestRoot};
+use common::{
+    deadline_in, free_port, http_get, image_archive, poll_until, run_to_completion, TestRoot,
+};
 use std::time::{Duration, Instant};
 
 /// Generous: two cores, tests in parallel, a debug build.
 const START: Duration = Duration::from_secs(60);
 const EXIT: Duration = Duration::from_secs(60);
-
-/// Runs a pod that ends by itself; returns the finished run after checking its exit code and
-/// that nothing leaked.
-fn run_to_completion(root: &TestRoot, manifest: &str, want_code: i32) -> common::RunningPod {
-    let path = root.manifest("pod.yaml", manifest);
-    let mut pod = root.run(&path);
-    let code = pod.exit_code(deadline_in(EXIT));
-    assert_eq!(code, want_code, "exit code\n{}", pod.transcript());
-    pod.assert_no_leaks(root);
-    pod
-}
 
 /// The one line of `lines` that starts with `prefix`, without it.
 fn field<'a>(lines: &'a [String], prefix: &str) -> &'a str {

@@ -74,12 +74,7 @@ fn pid_ns(pid: i32) -> Option<String> {
 #[test]
 fn containers_share_one_pid_namespace_with_a_reaping_init() {
     let root = TestRoot::new();
-    let control = root
-        .path()
-        .parent()
-        .expect("the root is inside a tempdir")
-        .join("control");
-    std::fs::create_dir_all(&control).expect("create the control directory");
+    let control = common::control_dir(&root);
     let manifest = SHARED.replace("CONTROL_DIR", &control.display().to_string());
     let mut pod = root.run(&root.manifest("pod.yaml", &manifest));
     let killed = pod.wait_for_line(

@@ -63,6 +63,29 @@ pub fn deadline_in(timeout: Duration) -> Instant {
 }
 
 /// Calls `check` until it returns `Some` or `deadline` passes (then `None`).
+/// A directory beside the data root through which a test tells a pod when to go on (a
+/// hostPath volume of the pod), created empty.
+pub fn control_dir(root: &TestRoot) -> PathBuf {
+    let dir = root
+        .path()
+        .parent()
+        .expect("the root is inside a tempdir")
+        .join("control");
+    std::fs::create_dir_all(&dir).expect("create the control directory");
+    dir
+}
+
+/// Runs a pod that ends by itself; returns the finished run after checking its exit code and
+/// that nothing leaked.
+pub fn run_to_completion(root: &TestRoot, manifest: &str, want_code: i32) -> RunningPod {
+    let path = root.manifest("pod.yaml", manifest);
+    let mut pod = root.run(&path);
+    let code = pod.exit_code(deadline_in(Duration::from_secs(60)));
+    assert_eq!(code, want_code, "exit code\n{}", pod.transcript());
+    pod.assert_no_leaks(root);
+    pod
+}
+
 pub fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     loop {
         if let Some(value) = check() {
