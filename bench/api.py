@@ -63,6 +63,23 @@ class Client:
             conn.close()
 
 
+def fresh_serve(work, binary, image):
+    """A `peapod serve` started on a new root under `work` (emptied first), from a copy of
+    `binary` (so a rebuild meanwhile does not disturb it), with the image archive `image`
+    loaded; returns the started Serve."""
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    root = os.path.join(work, "root")
+    copy = os.path.join(work, "peapod")
+    shutil.copy(binary, copy)
+    subprocess.run([copy, "--root", root, "image", "load", "-i", image], check=True,
+                   capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "PEAPOD_LOG"}
+    serve = Serve(copy, root, env)
+    serve.start()
+    return serve
+
+
 class Serve:
     """One `peapod --root ROOT serve` on a free port."""
 

@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api import Serve  # noqa: E402
+from api import fresh_serve  # noqa: E402
 
 KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
 WORK = "/var/lib/peapod-bench-svc"
@@ -130,16 +130,7 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/services.py needs root")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    root = os.path.join(WORK, "root")
-    binary = os.path.join(WORK, "peapod")
-    shutil.copy(a.binary, binary)
-    subprocess.run([binary, "--root", root, "image", "load", "-i", a.image], check=True,
-                   capture_output=True)
-    env = {k: v for k, v in os.environ.items() if k != "PEAPOD_LOG"}
-    serve = Serve(binary, root, env)
-    serve.start()
+    serve = fresh_serve(WORK, a.binary, a.image)
     load_before = os.getloadavg()
     try:
         manifest = os.path.join(WORK, "web.yaml")
