@@ -128,13 +128,8 @@ fn run(dir: &Path, args: Vec<String>) -> Result<i32, String> {
     let _ = sysproc::ignore_sigpipe();
     let _ = std::fs::remove_file(&process_json);
     let pid = created.map_err(|e| crate::monitor::error_chain(&e))?;
-    let signals = sysproc::signal_fd(&[
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ])
-    .map_err(|e| e.to_string())?;
+    let signals =
+        sysproc::signal_fd(&crate::monitor::SUPERVISOR_SIGNALS).map_err(|e| e.to_string())?;
     loop {
         for (reaped, how) in sysproc::reap_exited() {
             if reaped == pid {

@@ -142,13 +142,8 @@ fn pump(pid: i32, master: OwnedFd, mut input: Input) -> Result<i32, String> {
     let mut master = File::from(master);
     let mut applied = input.size;
     let mut stdout = Some(dup_file(std::io::stdout().as_fd())?);
-    let signals = sysproc::signal_fd(&[
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ])
-    .map_err(|e| e.to_string())?;
+    let signals =
+        sysproc::signal_fd(&crate::monitor::SUPERVISOR_SIGNALS).map_err(|e| e.to_string())?;
     let mut exit: Option<i32> = None;
     let mut master_open = true;
     let mut buf = vec![0u8; 32 * 1024];

@@ -25,6 +25,15 @@ use std::path::{Path, PathBuf};
 /// The root of every cgroup peapod makes, removed when the last one goes.
 pub const CGROUP_ROOT: &str = "/peapod";
 
+/// What a process that supervises a container's process (the monitor, an exec helper) takes
+/// through its signalfd: its child's exits, and the stop signals it passes on to the child.
+pub(crate) const SUPERVISOR_SIGNALS: [Signal; 4] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
+
 /// How long libcontainer's container init may take to send its terminal's master.
 const MASTER_WAIT_MS: u16 = 10_000;
 
@@ -275,12 +284,7 @@ fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, Monit
     atomic::write_json(&dir.started(), &started)?;
     // Block signals only now: libcontainer's children inherit the mask, and a container must
     // start with none blocked. A SIGCHLD that came earlier is caught by the first reap.
-    drop(sysproc::signal_fd(&[
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ])?);
+    drop(sysproc::signal_fd(&crate::monitor::SUPERVISOR_SIGNALS)?);
     Ok((started, stdio))
 }
 

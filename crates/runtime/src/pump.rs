@@ -37,12 +37,7 @@ pub(crate) fn pump(
     let limits = config.log_limits;
     let mut log = RotatingLog::open(&config.log_path, limits.max_size, limits.max_files)
         .map_err(io(&config.log_path))?;
-    let signals = sysproc::signal_fd(&[
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ])?;
+    let signals = sysproc::signal_fd(&crate::monitor::SUPERVISOR_SIGNALS)?;
     let mut attach = AttachServer::from_fd(stdio.attach);
     let mut pipes = [
         Some((

@@ -497,29 +497,26 @@ mod tests {
             .contains(&json!("ro")));
     }
 
+    /// Whether the spec's seccomp profile refuses `name`.
+    fn denies(spec: &serde_json::Value, name: &str) -> bool {
+        spec["linux"]["seccomp"]["syscalls"][0]["names"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == name))
+    }
+
     #[test]
     fn runtime_default_seccomp_depends_on_capabilities_and_privilege() {
         let mut c = config();
         assert!(oci_spec(&c, "/r")["linux"]["seccomp"].is_null());
         c.security.seccomp = Seccomp::RuntimeDefault;
         let spec = oci_spec(&c, "/r");
-        let denied = &spec["linux"]["seccomp"]["syscalls"][0]["names"];
-        let has = |name: &str| {
-            denied
-                .as_array()
-                .is_some_and(|a| a.iter().any(|n| n == name))
-        };
+        let has = |name: &str| denies(&spec, name);
         assert!(has("keyctl") && has("mount") && has("ptrace") && has("unshare"));
         assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
         assert!(spec["process"]["noNewPrivileges"].is_null());
         c.security.capabilities.push("CAP_SYS_ADMIN".into());
         let spec = oci_spec(&c, "/r");
-        let denied = &spec["linux"]["seccomp"]["syscalls"][0]["names"];
-        let has = |name: &str| {
-            denied
-                .as_array()
-                .is_some_and(|a| a.iter().any(|n| n == name))
-        };
+        let has = |name: &str| denies(&spec, name);
         assert!(has("keyctl") && !has("mount") && !has("unshare"));
         c.security.privileged = true;
         assert!(oci_spec(&c, "/r")["linux"]["seccomp"].is_null());

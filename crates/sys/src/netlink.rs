@@ -90,24 +90,6 @@ impl Netlink {
         .unwrap_or_else(|_| Err(SysError::new("thread", "netlink", Errno::EIO)))
     }
 
-    /// Creates the veth pair `host` / `peer` in this socket's namespace, both down and on no
-    /// bridge (ip-link(8) `type veth`).
-    pub fn add_veth(&mut self, host: &str, peer: &str) -> Result<()> {
-        let mut m = Message::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-        m.ifinfo(0, 0);
-        m.attr_str(IFLA_IFNAME, host);
-        let info = m.begin(IFLA_LINKINFO);
-        m.attr_str(IFLA_INFO_KIND, "veth");
-        let data = m.begin(IFLA_INFO_DATA);
-        let peer_info = m.begin(VETH_INFO_PEER);
-        m.ifinfo(0, 0);
-        m.attr_str(IFLA_IFNAME, peer);
-        m.end(peer_info);
-        m.end(data);
-        m.end(info);
-        self.request(m, host)
-    }
-
     /// Creates the veth pair `host` / `peer` with `host` up on bridge `master` in this socket's
     /// namespace and `peer` made directly in the namespace pinned at `peer_netns`, down: one
     /// request, and no move of a device between namespaces (which waits for an RCU grace
@@ -138,26 +120,6 @@ impl Netlink {
         m.end(data);
         m.end(info);
         self.request(m, host)
-    }
-
-    /// Moves device `index` into the network namespace pinned at `netns`, renamed `new_name`
-    /// there (ip-link(8) `set ... netns ... name ...`).
-    pub fn move_to(&mut self, index: u32, netns: &Path, new_name: &str) -> Result<()> {
-        let ns = std::fs::File::open(netns)
-            .map_err(|e| SysError::new("open", netns.display(), crate::ns::io_errno(&e)))?;
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.ifinfo(index as i32, 0);
-        m.attr_u32(IFLA_NET_NS_FD, ns.as_fd().as_raw_fd() as u32);
-        m.attr_str(IFLA_IFNAME, new_name);
-        self.request(m, &format!("link {index}"))
-    }
-
-    /// Puts device `index` on bridge `master` and sets it up.
-    pub fn set_master_up(&mut self, index: u32, master: u32) -> Result<()> {
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.ifinfo(index as i32, IFF_UP);
-        m.attr_u32(IFLA_MASTER, master);
-        self.request(m, &format!("link {index}"))
     }
 
     /// Sets device `index` up.

@@ -1,5 +1,5 @@
-//! rtnetlink against the real kernel (root): a veth pair whose peer is made inside a network
-//! namespace of the test's own, configured from a socket opened in that namespace.
+//! rtnetlink against the real kernel (root): a veth pair on a bridge whose peer is made inside a
+//! network namespace of the test's own, configured from a socket opened in that namespace.
 
 use peapod_sys::netlink::Netlink;
 use std::net::Ipv4Addr;
@@ -8,6 +8,9 @@ use std::process::Command;
 
 const NS: &str = "ppt-nl";
 const HOST: &str = "pptnl0";
+const BRIDGE: &str = "pptnlbr";
+/// The peer's name in the namespace (peapod names it eth0; the host has an eth0 of its own).
+const PEER: &str = "pptnl0p";
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -25,6 +28,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", NS]).output();
         let _ = Command::new("ip").args(["link", "del", HOST]).output();
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
     }
 }
 
@@ -40,26 +44,35 @@ fn veth_into_a_namespace_with_address_and_route() {
     let mut host = Netlink::open().expect("open");
     assert!(host.link_index("lo").expect("lo").is_some());
     assert_eq!(host.link_index("pptnl-none").expect("lookup"), None);
-    host.add_veth(HOST, "pptnl0p").expect("add veth");
+    ip(&["link", "add", BRIDGE, "type", "bridge"]);
+    let bridge = host.link_index(BRIDGE).expect("bridge").expect("made");
+    host.add_veth_into(HOST, bridge, PEER, &pin)
+        .expect("add veth into the namespace");
     let host_index = host.link_index(HOST).expect("host end").expect("made");
-    let peer = host.link_index("pptnl0p").expect("peer").expect("made");
-    host.move_to(peer, &pin, "eth0")
-        .expect("move into the namespace");
-    assert_eq!(host.link_index("pptnl0p").expect("lookup"), None, "moved");
+    assert_eq!(
+        host.link_index(PEER).expect("lookup"),
+        None,
+        "made in the namespace"
+    );
     assert!(host.link_index(HOST).expect("host end") == Some(host_index));
+    let host_link = ip(&["link", "show", HOST]);
+    assert!(
+        host_link.contains(&format!("master {BRIDGE}")),
+        "{host_link}"
+    );
     let mut pod = Netlink::open_in(&pin).expect("open in netns");
-    let eth0 = pod.link_index("eth0").expect("eth0").expect("eth0 exists");
+    let eth0 = pod.link_index(PEER).expect("peer").expect("peer exists");
     pod.set_up(eth0).expect("up");
     pod.add_address(eth0, Ipv4Addr::new(10, 124, 0, 2), 24)
         .expect("address");
     pod.add_default_route(Ipv4Addr::new(10, 124, 0, 1))
         .expect("route");
-    let addrs = ip(&["-n", NS, "-4", "addr", "show", "eth0"]);
+    let addrs = ip(&["-n", NS, "-4", "addr", "show", PEER]);
     assert!(addrs.contains("10.124.0.2/24"), "{addrs}");
     assert!(addrs.contains("UP"), "{addrs}");
     let routes = ip(&["-n", NS, "route"]);
     assert!(
-        routes.contains("default via 10.124.0.1 dev eth0"),
+        routes.contains(&format!("default via 10.124.0.1 dev {PEER}")),
         "{routes}"
     );
     assert!(host.delete_link(HOST).expect("delete"));
