@@ -2,6 +2,7 @@
 //! monitor, running its postStart hook and probes while it runs, and reporting its exit.
 
 use crate::context::PodContext;
+use crate::monitor_pool::MonitorProcess;
 use crate::probe::{
     probe_container, run_once, ContainerProbes, ProbeAction, ProbeEvent, ProbeTarget,
 };
@@ -16,7 +17,6 @@ use peapod_runtime::{ContainerId, Exited};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 /// A container ready to start: its ID, its monitor command, and what the worker keeps.
@@ -86,6 +86,7 @@ pub(crate) fn spawn(
             });
             return;
         }
+        tracing::debug!(container = %name, "container image ready");
         let prepared = {
             let (node, ctx, pod_dir, name) =
                 (node.clone(), ctx.clone(), pod_dir.clone(), name.clone());
@@ -111,13 +112,15 @@ pub(crate) fn spawn(
                 return;
             }
         };
+        tracing::debug!(container = %name, "container prepared");
         let id = p.id.clone();
-        let pooled = node.monitors.hand(&node.runtime.dir(&id).path).await;
+        let pooled = node.monitors.hand(&node.runtime.dir(&id).path);
         let spawned = match pooled {
-            Some(child) => Ok(child),
+            Some(monitor) => Ok(monitor),
             None => tokio::process::Command::from(p.cmd)
                 .kill_on_drop(false)
-                .spawn(),
+                .spawn()
+                .map(MonitorProcess::Spawned),
         };
         let mut child = match spawned {
             Ok(c) => c,
@@ -130,14 +133,13 @@ pub(crate) fn spawn(
                 return;
             }
         };
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = tokio::io::BufReader::new(stdout).read_line(&mut line).await;
-        }
+        tracing::debug!(container = %name, "container handed to its monitor");
+        let line = child.first_line().await;
+        tracing::debug!(container = %name, "container's monitor answered");
         let pid = match parse_ready(&name, &line) {
             Ok(pid) => pid,
             Err(_) => {
-                let _ = child.wait().await;
+                child.wait().await;
                 let message = line
                     .trim()
                     .strip_prefix("failed ")
@@ -179,7 +181,7 @@ pub(crate) fn spawn(
             dir,
             started_at,
         });
-        let _ = child.wait().await;
+        child.wait().await;
         let exited = match record_of_exit(&node, &id).await {
             Some(e) => e,
             _ => Exited {

@@ -29,6 +29,7 @@ pub struct Daemon {
     pub controller: NodeController,
     pub address: SocketAddr,
     pub kubeconfig: PathBuf,
+    serving: Option<JoinHandle<anyhow::Result<()>>>,
     shutdown: watch::Sender<bool>,
     network: Option<(PodNetwork, Vec<JoinHandle<()>>)>,
 }
@@ -76,18 +77,13 @@ impl Daemon {
         peapod_kubelet::volumes::ensure_default_class(&store)
             .context("create the default StorageClass")?;
         tracing::debug!("daemon start: store ready");
-        let (pki, tls) = tls_setup.await.context("load the certificates")??;
-        tracing::debug!("daemon start: certificates loaded");
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let address = listener
             .local_addr()
             .context("read the listening address")?;
-        let url = format!("https://{address}");
         let kubeconfig = state_dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, pki.kubeconfig(&url))
-            .with_context(|| format!("write {}", kubeconfig.display()))?;
         let exe = std::env::current_exe().context("find the peapod binary")?;
         let images = ImageStore::open(&root.join("images"))
             .with_context(|| format!("open image store in {}", root.display()))?;
@@ -116,7 +112,19 @@ impl Daemon {
             server_address: address.to_string(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        tokio::spawn(serve(listener, tls, router(api.clone()), shutdown_rx));
+        // Serving waits for the certificates; the pods' start does not (`Daemon::serving`).
+        let serving = {
+            let (api, kubeconfig) = (api.clone(), kubeconfig.clone());
+            tokio::spawn(async move {
+                let (pki, tls) = tls_setup.await.context("load the certificates")??;
+                let url = format!("https://{address}");
+                std::fs::write(&kubeconfig, pki.kubeconfig(&url))
+                    .with_context(|| format!("write {}", kubeconfig.display()))?;
+                tokio::spawn(serve(listener, tls, router(api), shutdown_rx));
+                tracing::debug!("daemon start: serving the API");
+                anyhow::Ok(())
+            })
+        };
         tokio::spawn(compact_periodically(store.clone()));
         tokio::spawn(peapod_api::http::gc::run(api.clone()));
         tokio::spawn(heartbeat(api.store.clone(), api.node_name.clone()));
@@ -125,15 +133,26 @@ impl Daemon {
             root.join("volumes"),
         ));
         tokio::spawn(controller.clone().run(store, node, node_name));
-        tracing::debug!("daemon start: serving");
+        tracing::debug!("daemon start: pods are being started");
         Ok(Daemon {
             api,
             controller,
             address,
             kubeconfig,
+            serving: Some(serving),
             shutdown,
             network,
         })
+    }
+
+    /// Waits until the API serves (the certificates load meanwhile on a blocking thread, and
+    /// the kubeconfig is written then); an error if they could not be loaded. The node
+    /// controller runs before: `peapod run` creates its pods first and waits here after.
+    pub async fn serving(&mut self) -> anyhow::Result<()> {
+        match self.serving.take() {
+            Some(task) => task.await.context("start serving")?,
+            None => Ok(()),
+        }
     }
 
     /// Stops the API; stops the Service controller and DNS and removes the nftables table, and

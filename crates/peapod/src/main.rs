@@ -65,6 +65,8 @@ fn main() -> ExitCode {
     if let Some(code) = helper(&argv) {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
+    // The daemon's start touches pages all over the binary; read what was evicted in one go.
+    peapod_sys::process::prefetch_executable();
     let args = Args::parse();
     let code = match args.command {
         Command::Monitor { .. } | Command::Sandbox { .. } => 2,
@@ -87,15 +89,19 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// A monitor `peapod run` forked ahead of its container (`peapod_kubelet::monitor_pool`): it
+/// reads its container's directory from stdin, then monitors it; 0 when stdin closed first.
+/// It logs into the container's `monitor.log`, as a monitor started for its container does.
+pub(crate) fn pooled_monitor() -> i32 {
+    let Some(dir) = peapod_runtime::monitor::pooled_dir() else {
+        return 0;
+    };
+    let _logging = cli::logging::init_file_for_thread(&dir.join("monitor.log"));
+    peapod_runtime::monitor::main(&dir)
+}
+
 fn helper(argv: &[std::ffi::OsString]) -> Option<i32> {
     match argv.get(1)?.to_str()? {
-        "__monitor" if argv.len() == 3 && argv[2] == peapod_runtime::container::POOLED_FLAG => {
-            let Some(dir) = peapod_runtime::monitor::pooled_dir() else {
-                return Some(0);
-            };
-            cli::logging::init_file(&dir.join("monitor.log"));
-            Some(peapod_runtime::monitor::main(&dir))
-        }
         "__monitor" if argv.len() == 3 => {
             let dir = PathBuf::from(&argv[2]);
             // Not stderr: libcontainer logs from the container's init process too, where fd 2

@@ -779,7 +779,7 @@ fn sigint_while_the_pod_starts_leaves_nothing() {
     }
 }
 
-/// `peapod run` starts a monitor for each container of its manifest before its daemon is up
+/// `peapod run` forks a monitor for each container of its manifest before its daemon is up
 /// (kubelet/src/monitor_pool.rs): each one ends up serving a container, the init container's
 /// included, and none is left waiting once the pod runs.
 #[test]
@@ -797,7 +797,7 @@ spec:
   initContainers:
   - name: setup
     image: busybox
-    command: ["sh", "-c", "echo init-done"]
+    command: ["sh", "-c", "echo init-done; sleep 1"]
   containers:
   - name: app
     image: busybox
@@ -806,13 +806,19 @@ spec:
     );
     let mut pod = root.run(&path);
     pod.wait_for("ahead/setup | init-done", START);
-    pod.wait_for("ahead/app | app-up", START);
+    // A forked monitor waits under its own name until it re-executes itself.
     let waiting = |root: &TestRoot| {
         root.processes()
             .into_iter()
-            .filter(|(_, cmd)| cmd.contains("__monitor --pooled"))
+            .filter(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "peapod-monitor")
+            })
             .collect::<Vec<_>>()
     };
+    // While the init container runs, the app's monitor is already there, waiting.
+    assert_eq!(waiting(&root).len(), 1, "{}", pod.transcript());
+    pod.wait_for("ahead/app | app-up", START);
     let settled = poll_until(deadline_in(START), || {
         let supervising = root
             .processes()

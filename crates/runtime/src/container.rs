@@ -136,8 +136,6 @@ pub struct Runtime {
 
 /// The hidden subcommand of the peapod binary that runs a container's monitor.
 pub const MONITOR_SUBCOMMAND: &str = "__monitor";
-/// The flag of a monitor started ahead of its container ([`Runtime::pooled_monitor_command`]).
-pub const POOLED_FLAG: &str = "--pooled";
 
 impl Runtime {
     /// `root` is the data root; `exe` the peapod binary that holds the monitor subcommand.
@@ -182,22 +180,6 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(log);
         Ok((id, cmd))
-    }
-
-    /// A monitor started ahead of its container (`__monitor --pooled`): it waits for one line
-    /// on its stdin, the directory of a container [`Runtime::prepare`] wrote, then is that
-    /// container's monitor exactly as the command `prepare` returns would have been (its
-    /// stderr then goes to the container's `monitor.log`). It exits quietly when stdin closes
-    /// first. Its exec and start-up happen before the container is asked for, on a core that is
-    /// otherwise idle while a pod's sandbox is made.
-    pub fn pooled_monitor_command(&self) -> Command {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg(MONITOR_SUBCOMMAND)
-            .arg(POOLED_FLAG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        cmd
     }
 
     /// The command that cleans up a container whose monitor died without recording an exit

@@ -37,7 +37,7 @@ pub(crate) const SUPERVISOR_SIGNALS: [Signal; 4] = [
 /// How long libcontainer's container init may take to send its terminal's master.
 const MASTER_WAIT_MS: u16 = 10_000;
 
-/// A pooled monitor (`__monitor --pooled`) waits here for the container directory it is to
+/// A monitor forked ahead of its container (`peapod run`) waits here for the container directory it is to
 /// monitor, one line on stdin; then stdin is /dev/null and stderr the container's
 /// `monitor.log`, as for a monitor started for that container. `None` when stdin closed first
 /// (the daemon had no container for it) or the line names no container directory.
@@ -160,17 +160,40 @@ fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
             return std::io::Error::from(e);
         }
     }
-    std::process::Command::new("/proc/self/exe")
+    // The re-exec (loading the binary again, about a millisecond and a half of CPU) is
+    // housekeeping: at the lowest priority it waits for the container's own start-up, which
+    // competes for the same cores. The supervisor restores the priority first thing.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    let nice = sysproc::nice().ok();
+    if let Some(nice) = nice.filter(|_| sysproc::set_nice(LOWEST_NICE).is_ok()) {
+        cmd.env(NICE_ENV, nice.to_string());
+    }
+    let error = cmd
         .arg(crate::container::MONITOR_SUBCOMMAND)
         .arg(&dir.path)
         .arg("--supervise")
         .args(fds.map(|fd| fd.to_string()))
-        .exec()
+        .exec();
+    if let Some(nice) = nice {
+        let _ = sysproc::set_nice(nice);
+    }
+    error
 }
+
+/// The nice value the monitor re-execs itself with (see `exec_supervisor`).
+const LOWEST_NICE: i32 = 19;
+
+/// Carries the monitor's own nice value across the re-exec, for the supervisor to restore.
+const NICE_ENV: &str = "PEAPOD_MONITOR_NICE";
 
 /// `peapod __monitor <dir> --supervise <out> <err> <in> <attach>` (descriptor numbers, -1 for
 /// none): the second half of the monitor, after the re-exec: output, attach, exit, cleanup.
 pub fn supervise_main(dir: &Path, fds: [i32; 4]) -> i32 {
+    if let Some(nice) = std::env::var(NICE_ENV).ok().and_then(|n| n.parse().ok()) {
+        if let Err(error) = sysproc::set_nice(nice) {
+            tracing::warn!(%error, nice, "restore the monitor's priority");
+        }
+    }
     let Some(id) = dir
         .file_name()
         .and_then(|n| ContainerId::parse(&n.to_string_lossy()))

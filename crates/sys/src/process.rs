@@ -51,6 +51,86 @@ pub fn reap_forever() -> ! {
     }
 }
 
+/// A process forked by [`fork_with_pipes`], as its parent sees it.
+#[derive(Debug)]
+pub struct Forked {
+    pub pid: i32,
+    /// The write end of the child's stdin.
+    pub stdin: std::os::fd::OwnedFd,
+    /// The read end of the child's stdout.
+    pub stdout: std::os::fd::OwnedFd,
+}
+
+/// Forks the calling process without exec: the child gets a pipe as stdin and one as stdout,
+/// no other descriptor beyond stderr, `name` as its thread name (what `ps` shows as its
+/// command), runs `child` and exits with what it returns; it never returns into the caller.
+///
+/// Only while the process has no other thread (fork(2) copies only the calling one; a lock
+/// another thread held would stay locked forever in the child). Flushes stdout first, so the
+/// child does not write the parent's buffered output a second time.
+pub fn fork_with_pipes(name: &std::ffi::CStr, child: impl FnOnce() -> i32) -> Result<Forked> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let _ = std::io::stdout().flush();
+    let flags = nix::fcntl::OFlag::O_CLOEXEC;
+    let (stdin_r, stdin_w) =
+        nix::unistd::pipe2(flags).map_err(|e| SysError::new("pipe2", "stdin", e))?;
+    let (stdout_r, stdout_w) =
+        nix::unistd::pipe2(flags).map_err(|e| SysError::new("pipe2", "stdout", e))?;
+    // SAFETY: the caller has no other thread (documented above); the child only duplicates
+    // and closes descriptors, names itself and runs `child`, then exits without returning.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", "self", e))? {
+        nix::unistd::ForkResult::Child => {
+            let ok = nix::unistd::dup2(stdin_r.as_raw_fd(), libc::STDIN_FILENO).is_ok()
+                && nix::unistd::dup2(stdout_w.as_raw_fd(), libc::STDOUT_FILENO).is_ok();
+            // Every other descriptor goes, the other children's pipe ends included: a sibling
+            // holding this one's stdin open would keep it waiting after the parent is gone.
+            // SAFETY: close_range takes three integers; nothing in this process uses a
+            // descriptor above stderr from here on (the `OwnedFd`s above are forgotten).
+            let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            std::mem::forget((stdin_r, stdin_w, stdout_r, stdout_w));
+            let _ = nix::sys::prctl::set_name(name);
+            let code = if ok && closed == 0 { child() } else { 127 };
+            std::process::exit(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked {
+            pid: child.as_raw(),
+            stdin: stdin_w,
+            stdout: stdout_r,
+        }),
+    }
+}
+
+/// Reaps the exited child `pid` if it has exited (waitpid with WNOHANG); whether it was.
+pub fn try_reap(pid: i32) -> bool {
+    !matches!(
+        waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR)
+    )
+}
+
+/// This process's nice value (getpriority(2)).
+pub fn nice() -> Result<i32> {
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes two integers and touches no memory. -1 is also a valid nice
+    // value, hence errno cleared before and read after.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if n == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(SysError::new("getpriority", "self", nix::Error::last()));
+    }
+    Ok(n)
+}
+
+/// Sets this process's nice value (setpriority(2)); lowering it needs CAP_SYS_NICE.
+pub fn set_nice(n: i32) -> Result<()> {
+    // SAFETY: setpriority takes three integers and touches no memory.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };
+    if rc < 0 {
+        return Err(SysError::new("setpriority", "self", nix::Error::last()));
+    }
+    Ok(())
+}
+
 /// Asks the kernel to send `signal` to this process when its parent dies.
 pub fn set_parent_death_signal(signal: Signal) -> Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes one integer argument and touches no memory.
@@ -268,6 +348,53 @@ pub fn release_clean_exe_pages() {
     }
 }
 
+/// Asks the kernel to read the loaded part of this process's executable into the page cache
+/// now (posix_fadvise(2) POSIX_FADV_WILLNEED, which only queues the reads): where its pages
+/// were evicted (memory pressure, proactive reclaim), the start then waits for one batch of
+/// reads instead of a disk round trip per page fault. The debug information after the loaded
+/// segments is left out. Costs a few microseconds when everything is cached. Best effort.
+pub fn prefetch_executable() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let Ok(mut file) = std::fs::File::open("/proc/self/exe") else {
+        return;
+    };
+    let mut head = vec![0u8; 4096];
+    let Ok(n) = file.read(&mut head) else {
+        return;
+    };
+    let Some(len) = loaded_length(&head[..n]).and_then(|l| libc::off_t::try_from(l).ok()) else {
+        return;
+    };
+    // SAFETY: posix_fadvise takes a descriptor this function owns and plain integers; it
+    // touches no memory of ours.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_WILLNEED) };
+}
+
+/// The length of the file prefix an ELF64 little-endian executable's PT_LOAD segments come
+/// from (the largest p_offset + p_filesz), read from its first bytes; `None` when they are not
+/// such a header or its program headers lie beyond them.
+fn loaded_length(head: &[u8]) -> Option<u64> {
+    const PT_LOAD: u32 = 1;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?));
+    // e_ident: the magic, ELFCLASS64 (2), ELFDATA2LSB (1).
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
+    let mut end = 0;
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? == PT_LOAD {
+            end = end.max(u64_at(ph + 0x08)?.checked_add(u64_at(ph + 0x20)?)?);
+        }
+    }
+    (end > 0).then_some(end)
+}
+
 /// The address ranges of `exe`'s read-only mappings without private dirty pages, from the
 /// text of /proc/self/smaps.
 fn clean_exe_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
@@ -304,6 +431,40 @@ fn clean_exe_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod exe_page_tests {
     use super::*;
+
+    #[test]
+    fn loaded_length_is_the_end_of_the_last_load_segment() {
+        // An ELF64 header with three program headers at 0x40: LOAD (0, 0x1000), NOTE (further
+        // out, not loaded), LOAD (0x3000, 0x500).
+        let mut head = vec![0u8; 0x40 + 3 * 0x38];
+        head[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        head[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        head[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
+        head[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
+        for (i, (kind, offset, size)) in [
+            (1u32, 0u64, 0x1000u64),
+            (4, 0x9000, 0x100),
+            (1, 0x3000, 0x500),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = 0x40 + i * 0x38;
+            head[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+            head[at + 0x08..at + 0x10].copy_from_slice(&offset.to_le_bytes());
+            head[at + 0x20..at + 0x28].copy_from_slice(&size.to_le_bytes());
+        }
+        assert_eq!(loaded_length(&head), Some(0x3500));
+        assert_eq!(
+            loaded_length(&head[..0x60]),
+            None,
+            "program headers cut off"
+        );
+        assert_eq!(loaded_length(b"#!/bin/sh\n"), None);
+        let exe = std::fs::read("/proc/self/exe").expect("read the test binary");
+        let len = loaded_length(&exe[..4096]).expect("the test binary is ELF64");
+        assert!(len <= exe.len() as u64);
+    }
 
     #[test]
     fn only_clean_read_only_mappings_of_the_executable() {

@@ -12,22 +12,34 @@ pub fn init() {
 
 /// Logging into a file of its own (for the monitor process).
 pub fn init_file(path: &std::path::Path) {
-    let Ok(file) = std::fs::OpenOptions::new()
+    if let Some(subscriber) = file_subscriber(path) {
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+}
+
+/// Logging into a file of its own for this thread, over the process's (a monitor forked from
+/// `peapod run`, whose own logging it inherited). Lasts as long as the guard.
+pub fn init_file_for_thread(path: &std::path::Path) -> Option<tracing::subscriber::DefaultGuard> {
+    file_subscriber(path).map(tracing::subscriber::set_default)
+}
+
+fn file_subscriber(path: &std::path::Path) -> Option<impl tracing::Subscriber + Send + Sync> {
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-    else {
-        return;
-    };
+        .ok()?;
     // A fixed level, not an EnvFilter: parsing filters costs resident memory in every monitor.
     let level = match std::env::var("PEAPOD_LOG").as_deref() {
         Ok("debug") => tracing::Level::DEBUG,
         Ok("info") => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init();
+    Some(
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .finish(),
+    )
 }

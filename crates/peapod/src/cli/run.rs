@@ -16,7 +16,6 @@ use peapod_kubelet::monitor_pool::MonitorPool;
 use peapod_kubelet::{Phase, PodEvent};
 use peapod_runtime::image::ImageStore;
 use peapod_runtime::log::parse_line;
-use peapod_runtime::Runtime;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -56,12 +55,18 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     tracing::debug!("run: manifest and images checked");
     check_host_ports(&args.file, &manifest)?;
     let state_dir = root.join("run").join(std::process::id().to_string());
+    // A monitor for each container the manifest will start, forked now, while this process
+    // has no other thread (monitor_pool.rs).
+    let monitors = Arc::new(MonitorPool::fork(
+        container_count(&manifest),
+        crate::pooled_monitor,
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start tokio")?;
-    let result = rt.block_on(run_pods(root, &state_dir, args.listen, manifest));
+    let result = rt.block_on(run_pods(root, &state_dir, args.listen, manifest, monitors));
     let _ = std::fs::remove_dir_all(&state_dir);
     result
 }
@@ -81,23 +86,25 @@ async fn run_pods(
     state_dir: &Path,
     listen: SocketAddr,
     manifest: Manifest,
+    monitors: Arc<MonitorPool>,
 ) -> anyhow::Result<i32> {
     // Before any pod exists, so an early Ctrl-C still deletes what was made.
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     tracing::debug!("run: manifest checked, runtime started");
-    // A monitor for each container the manifest will start, started now (monitor_pool.rs).
-    let monitors = Arc::new(MonitorPool::default());
-    let exe = std::env::current_exe().context("find the peapod binary")?;
-    monitors.fill(&Runtime::new(root, &exe), container_count(&manifest));
-    let daemon = Daemon::start(root, state_dir, listen, Objects::InMemory, monitors).await?;
-    eprintln!(
-        "peapod: kubectl works meanwhile: export KUBECONFIG={}",
-        daemon.kubeconfig.display()
-    );
+    let mut daemon = Daemon::start(root, state_dir, listen, Objects::InMemory, monitors).await?;
     let mut events = daemon.controller.events.subscribe();
     let pods = create_objects(&daemon, manifest)?;
     tracing::debug!("run: objects created");
+    // The API serves once the certificates are loaded; the pods started meanwhile. Without
+    // an API they are deleted again, as after Ctrl-C, and the error is the run's.
+    let serve_error = daemon.serving().await.err();
+    if serve_error.is_none() {
+        eprintln!(
+            "peapod: kubectl works meanwhile: export KUBECONFIG={}",
+            daemon.kubeconfig.display()
+        );
+    }
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
     let mut phases: BTreeMap<String, Phase> =
         pods.iter().map(|k| (k.clone(), Phase::Pending)).collect();
@@ -112,6 +119,10 @@ async fn run_pods(
             delete_pods(&daemon, &pods);
         }
     };
+    if serve_error.is_some() {
+        delete_all(&mut deleting);
+        remove_unstarted(&daemon.api.store, &pods, &mut remaining);
+    }
     while !remaining.is_empty() {
         tokio::select! {
             Some(line) = lines.recv() => {
@@ -186,6 +197,9 @@ async fn run_pods(
         let _ = stdout.write_all(line.as_bytes());
     }
     let _ = stdout.flush();
+    if let Some(error) = serve_error {
+        return Err(error);
+    }
     Ok(if failed { 1 } else { 0 })
 }
 

@@ -24,8 +24,9 @@ pub fn run(args: ServeArgs, root: &Path) -> anyhow::Result<()> {
     rt.block_on(async {
         let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-        let daemon =
+        let mut daemon =
             Daemon::start(root, root, args.listen, Objects::OnDisk, Default::default()).await?;
+        daemon.serving().await?;
         eprintln!(
             "peapod: serving the Kubernetes API on https://{}",
             daemon.address
