@@ -73,8 +73,8 @@ pub fn resolv_conf(host: &str) -> String {
         .collect()
 }
 
-/// Creates the pod's sandbox; with the daemon's pod network, the pod gets an address first
-/// (so /etc/hosts and the downward API carry it), then its veth once the namespace exists.
+/// Creates the pod's sandbox; with the daemon's pod network, the pod gets an address while its
+/// namespaces are made (/etc/hosts and the downward API carry it), then its veth.
 pub(crate) async fn create_sandbox(
     node: &Node,
     ctx: &PodContext,
@@ -82,11 +82,20 @@ pub(crate) async fn create_sandbox(
 ) -> Result<(), String> {
     let network = peapod_net::installed();
     let mut ctx = ctx.clone();
-    if let Some(net) = &network {
-        // The directory first: a daemon collecting addresses of vanished pods keeps this one.
-        std::fs::create_dir_all(&dir.path)
-            .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
-        let ip = net.allocate(ctx.uid()).await.map_err(|e| error_chain(&e))?;
+    // The directory first: a daemon collecting addresses of vanished pods keeps this one.
+    std::fs::create_dir_all(&dir.path)
+        .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
+    // The namespaces need no address: they are made while the pod network picks one.
+    let (ns_dir, ns_config) = (dir.clone(), sandbox_config(&ctx, &node.host_resolv));
+    let namespaces = tokio::task::spawn_blocking(move || {
+        sandbox::create(&ns_dir, &ns_config).map_err(|e| error_chain(&e))
+    });
+    let allocated = match &network {
+        Some(net) => net.allocate(ctx.uid()).await.map(Some),
+        None => Ok(None),
+    };
+    namespaces.await.map_err(|e| e.to_string())??;
+    if let Some(ip) = allocated.map_err(|e| error_chain(&e))? {
         ctx.pod_ip = Some(ip.to_string());
         tracing::debug!(%ip, "pod address allocated");
     }
@@ -100,7 +109,7 @@ pub(crate) async fn create_sandbox(
     let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
     let exe = node.runtime.exe().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        sandbox::create(&task_dir, &config).map_err(|e| error_chain(&e))?;
+        sandbox::write_files(&task_dir, &config).map_err(|e| error_chain(&e))?;
         if config.share_process_namespace {
             let cmd = sandbox::pod_init_command(&exe, &task_dir);
             sandbox::run_helper(cmd, &task_dir).map_err(|e| error_chain(&e))?;

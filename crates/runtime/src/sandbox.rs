@@ -99,8 +99,10 @@ impl SandboxDir {
     }
 }
 
-/// Writes the sandbox's files and creates it: its namespaces made and pinned on a thread of
-/// their own, `/dev/shm` and the memory-backed volumes mounted. A failure leaves no mount.
+/// Creates the sandbox: its directories, its namespaces made and pinned on a thread of their
+/// own, `/dev/shm` and the memory-backed volumes mounted. A failure leaves no mount. Needs
+/// nothing of `config` that depends on the pod's address: [`write_files`] writes those,
+/// before or after (the daemon gets the address meanwhile).
 pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
     for d in [
         dir.path.join("ns"),
@@ -118,12 +120,6 @@ pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
         let d = dir.volume(name);
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
-    std::fs::write(dir.etc("hosts"), &config.hosts).map_err(io(dir.etc("hosts")))?;
-    std::fs::write(dir.etc("hostname"), format!("{}\n", config.hostname))
-        .map_err(io(dir.etc("hostname")))?;
-    std::fs::write(dir.etc("resolv.conf"), &config.resolv_conf)
-        .map_err(io(dir.etc("resolv.conf")))?;
-    atomic::write_json(&dir.config(), config)?;
     let (task_dir, task_config) = (dir.clone(), config.clone());
     let made = std::thread::Builder::new()
         .name("pod-sandbox".into())
@@ -144,6 +140,19 @@ pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
             message: "the sandbox thread panicked".into(),
         })
     })
+}
+
+/// Writes the sandbox's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` (bind-mounted into
+/// its containers) and its record.
+pub fn write_files(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
+    let etc = dir.path.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+    std::fs::write(dir.etc("hosts"), &config.hosts).map_err(io(dir.etc("hosts")))?;
+    std::fs::write(dir.etc("hostname"), format!("{}\n", config.hostname))
+        .map_err(io(dir.etc("hostname")))?;
+    std::fs::write(dir.etc("resolv.conf"), &config.resolv_conf)
+        .map_err(io(dir.etc("resolv.conf")))?;
+    atomic::write_json(&dir.config(), config)
 }
 
 /// The helper command that unmounts everything of the sandbox and removes its directory. The

@@ -34,6 +34,8 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -109,6 +111,11 @@ impl Netlink {
         m.ifinfo(0, IFF_UP);
         m.attr_str(IFLA_IFNAME, host);
         m.attr_u32(IFLA_MASTER, master);
+        // One queue each way on both ends. A veth otherwise gets one per possible CPU, and
+        // the kernel then lowers both ends to one real queue, each time waiting for an RCU
+        // grace period under the rtnl lock (synchronize_net in netif_set_real_num_tx_queues).
+        m.attr_u32(IFLA_NUM_TX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_RX_QUEUES, 1);
         let info = m.begin(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "veth");
         let data = m.begin(IFLA_INFO_DATA);
@@ -116,6 +123,8 @@ impl Netlink {
         m.ifinfo(0, 0);
         m.attr_str(IFLA_IFNAME, peer);
         m.attr_u32(IFLA_NET_NS_FD, ns.as_fd().as_raw_fd() as u32);
+        m.attr_u32(IFLA_NUM_TX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_RX_QUEUES, 1);
         m.end(peer_info);
         m.end(data);
         m.end(info);

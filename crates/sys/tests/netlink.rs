@@ -60,6 +60,11 @@ fn veth_into_a_namespace_with_address_and_route() {
         host_link.contains(&format!("master {BRIDGE}")),
         "{host_link}"
     );
+    // One queue each way on both ends (no grace period to lower them after creation).
+    let details = ip(&["-d", "link", "show", HOST]);
+    assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{details}");
+    let details = ip(&["-n", NS, "-d", "link", "show", PEER]);
+    assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{details}");
     let mut pod = Netlink::open_in(&pin).expect("open in netns");
     let eth0 = pod.link_index(PEER).expect("peer").expect("peer exists");
     pod.set_up(eth0).expect("up");
