@@ -347,9 +347,17 @@ async fn run(
     let mut holds = Vec::new();
     if let Some(net) = peapod_net::installed() {
         let ports = host_ports.iter().map(|h| h.port).collect();
-        if let Err(e) = net.publish(ctx.uid(), ports).await {
-            warn!(error = %error_chain(&e), "publish host ports");
-        }
+        // Written while the containers start (a few hundred microseconds): nothing in the pod
+        // can accept a connection before its process runs.
+        let uid = ctx.uid().to_string();
+        tokio::spawn(
+            async move {
+                if let Err(e) = net.publish(&uid, ports).await {
+                    warn!(error = %error_chain(&e), "publish host ports");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
         holds = host_ports;
     } else {
         proxies.extend(
