@@ -36,7 +36,7 @@ EVENTS = [
 ]
 # Processes of peapod and of the containers it starts (busybox applets show as their names).
 # ip, nsenter and nft: the pod network's commands (crates/net/src/cmd.rs).
-OURS = re.compile(r"^(peapod|tokio-rt-worker|pod-sandbox|youki:\[\d:\w+\]|sh|httpd|sleep|tail|exe|ip|nsenter|nft)$")
+OURS = re.compile(r"^(peapod|peapod-monitor|pki|tokio-rt-worker|pod-sandbox|youki:\[\d:\w+\]|sh|httpd|sleep|tail|exe|ip|nsenter|nft)$")
 
 
 def main():

@@ -23,6 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+/// The nice value of the thread that loads the certificates (see `Daemon::start`).
+const LOWEST_NICE: i32 = 19;
+
 /// A running daemon.
 pub struct Daemon {
     pub api: Arc<ApiState>,
@@ -57,15 +60,24 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("create {}", state_dir.display()))?;
-        // The certificates and the TLS configuration on the other core meanwhile: parsing and
-        // checking keys is a millisecond of CPU the pods' start need not wait for.
+        // The certificates and the TLS configuration on a thread of their own at the lowest
+        // priority: parsing and checking keys is a millisecond of CPU that only the API needs,
+        // and the pods' start competes for the same cores (`Daemon::serving` waits for it).
         let pki_dir = root.join("pki");
-        let tls_setup = tokio::task::spawn_blocking(move || {
-            let pki =
-                Pki::load_or_create(&pki_dir, &[]).context("load or create the certificates")?;
-            let tls = pki.server_config().context("build the TLS configuration")?;
-            anyhow::Ok((pki, tls))
-        });
+        let (tls_tx, tls_setup) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pki".into())
+            .spawn(move || {
+                let _ = peapod_sys::process::set_nice(LOWEST_NICE);
+                let loaded = Pki::load_or_create(&pki_dir, &[])
+                    .context("load or create the certificates")
+                    .and_then(|pki| {
+                        let tls = pki.server_config().context("build the TLS configuration")?;
+                        anyhow::Ok((pki, tls))
+                    });
+                let _ = tls_tx.send(loaded);
+            })
+            .context("start the certificates thread")?;
         let store = StoreOptions::from_env()
             .and_then(|options| match objects {
                 Objects::OnDisk => Store::open_with(&state_dir.join("state.redb"), options),
@@ -267,7 +279,9 @@ const EVENT_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// Compacts the store's revision log and drops expired Events, once a minute.
 async fn compact_periodically(store: Store) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    // The first look a period after start, not during it.
+    let period = std::time::Duration::from_secs(60);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tick.tick().await;
         let keep_after = store.revision().saturating_sub(KEEP_REVISIONS);

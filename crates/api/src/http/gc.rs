@@ -80,7 +80,8 @@ pub async fn run(state: Arc<ApiState>) {
             dirty.clone(),
         ));
     }
-    let mut tick = tokio::time::interval(PERIOD);
+    // The first pass a period after start: a daemon's start (and its pods') comes first.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PERIOD, PERIOD);
     loop {
         tick.tick().await;
         if !dirty.swap(false, Ordering::SeqCst) {
