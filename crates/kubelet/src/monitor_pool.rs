@@ -2,10 +2,9 @@
 //! many containers it is about to start, and forks that many copies of itself before it starts
 //! any thread ([`MonitorPool::fork`]): each waits for one line on its stdin, the directory of
 //! its container, and then is that container's monitor (`peapod_runtime::monitor::main`). A
-//! fork of the small process `peapod run` still is at that point costs a tenth of what
-//! executing the binary again does (loading it, the dynamic linker, glibc's start-up; about a
-//! millisecond and a half of CPU each), and it is paid before the daemon starts, not after the
-//! pod's sandbox. Once its container runs, the monitor re-executes itself as any monitor does,
+//! fork of the small process `peapod run` still is at that point (~0.25 ms) costs a fifth of
+//! what executing the binary again does (loading it, the dynamic linker, glibc's start-up:
+//! 1.3 ms of CPU each), and it is paid before the daemon starts, not after the pod's sandbox. Once its container runs, the monitor re-executes itself as any monitor does,
 //! which drops what it inherited. A container that finds none (every restart, every pod of
 //! `peapod serve`) starts its monitor as a new process as before. Nothing is kept beyond what
 //! was asked for: an unused one exits when the daemon does (its stdin closes).
