@@ -299,31 +299,11 @@ fn grpc_status(headers: &http::HeaderMap) -> Result<(), RpcError> {
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
         .unwrap_or("");
-    Err(RpcError::Status(code, percent_decode(message)))
-}
-
-/// `grpc-message` is percent-encoded.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // `grpc-message` is percent-encoded (`+` is itself).
+    Err(RpcError::Status(
+        code,
+        peapod_api::http::unescape_percent(message, false),
+    ))
 }
 
 #[cfg(test)]
@@ -385,7 +365,7 @@ mod tests {
         );
         assert!(unframe(&[1, 0, 0, 0, 0]).is_err());
         assert_eq!(
-            percent_decode("unknown%20service%3A x"),
+            peapod_api::http::unescape_percent("unknown%20service%3A x", false),
             "unknown service: x"
         );
     }

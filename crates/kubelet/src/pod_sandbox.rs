@@ -85,8 +85,9 @@ pub(crate) async fn create_sandbox(
     // The directory first: a daemon collecting addresses of vanished pods keeps this one.
     std::fs::create_dir_all(&dir.path)
         .map_err(|e| format!("create {}: {e}", dir.path.display()))?;
+    let mut config = sandbox_config(&ctx, &node.host_resolv);
     // The namespaces need no address: they are made while the pod network picks one.
-    let (ns_dir, ns_config) = (dir.clone(), sandbox_config(&ctx, &node.host_resolv));
+    let (ns_dir, ns_config) = (dir.clone(), config.clone());
     let namespaces = tokio::task::spawn_blocking(move || {
         sandbox::create(&ns_dir, &ns_config).map_err(|e| error_chain(&e))
     });
@@ -97,9 +98,9 @@ pub(crate) async fn create_sandbox(
     namespaces.await.map_err(|e| e.to_string())??;
     if let Some(ip) = allocated.map_err(|e| error_chain(&e))? {
         ctx.pod_ip = Some(ip.to_string());
+        config.hosts = hosts_file(&config.hostname, ctx.pod_ip.as_deref());
         tracing::debug!(%ip, "pod address allocated");
     }
-    let mut config = sandbox_config(&ctx, &node.host_resolv);
     let policy = ctx.pod.spec.as_ref().and_then(|s| s.dns_policy.as_deref());
     if let (Some(net), None | Some("ClusterFirst")) = (&network, policy) {
         let c = net.config();

@@ -23,9 +23,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-/// The nice value of the thread that loads the certificates (see `Daemon::start`).
-const LOWEST_NICE: i32 = 19;
-
 /// A running daemon.
 pub struct Daemon {
     pub api: Arc<ApiState>,
@@ -68,7 +65,7 @@ impl Daemon {
         std::thread::Builder::new()
             .name("pki".into())
             .spawn(move || {
-                let _ = peapod_sys::process::set_nice(LOWEST_NICE);
+                let _ = peapod_sys::process::set_nice(peapod_sys::process::LOWEST_NICE);
                 let loaded = Pki::load_or_create(&pki_dir, &[])
                     .context("load or create the certificates")
                     .and_then(|pki| {

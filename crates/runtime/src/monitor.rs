@@ -165,7 +165,7 @@ fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
     // competes for the same cores. The supervisor restores the priority first thing.
     let mut cmd = std::process::Command::new("/proc/self/exe");
     let nice = sysproc::nice().ok();
-    if let Some(nice) = nice.filter(|_| sysproc::set_nice(LOWEST_NICE).is_ok()) {
+    if let Some(nice) = nice.filter(|_| sysproc::set_nice(sysproc::LOWEST_NICE).is_ok()) {
         cmd.env(NICE_ENV, nice.to_string());
     }
     let error = cmd
@@ -179,9 +179,6 @@ fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
     }
     error
 }
-
-/// The nice value the monitor re-execs itself with (see `exec_supervisor`).
-const LOWEST_NICE: i32 = 19;
 
 /// Carries the monitor's own nice value across the re-exec, for the supervisor to restore.
 const NICE_ENV: &str = "PEAPOD_MONITOR_NICE";

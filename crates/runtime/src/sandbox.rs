@@ -104,12 +104,7 @@ impl SandboxDir {
 /// nothing of `config` that depends on the pod's address: [`write_files`] writes those,
 /// before or after (the daemon gets the address meanwhile).
 pub fn create(dir: &SandboxDir, config: &SandboxConfig) -> Result<()> {
-    for d in [
-        dir.path.join("ns"),
-        dir.shm(),
-        dir.path.join("etc"),
-        dir.path.join("logs"),
-    ] {
+    for d in [dir.path.join("ns"), dir.shm(), dir.path.join("logs")] {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     for name in config

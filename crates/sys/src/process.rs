@@ -121,7 +121,12 @@ pub fn nice() -> Result<i32> {
     Ok(n)
 }
 
-/// Sets this process's nice value (setpriority(2)); lowering it needs CAP_SYS_NICE.
+/// The lowest priority a process or thread can ask for: background work that should wait for
+/// whatever else wants the CPU.
+pub const LOWEST_NICE: i32 = 19;
+
+/// Sets the nice value of the calling thread (setpriority(2); on Linux a per-thread value, so
+/// this is the whole process for a single-threaded one); lowering it needs CAP_SYS_NICE.
 pub fn set_nice(n: i32) -> Result<()> {
     // SAFETY: setpriority takes three integers and touches no memory.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };

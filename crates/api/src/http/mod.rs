@@ -131,21 +131,28 @@ fn query(req: &Request) -> HashMap<String, String> {
 
 /// Decodes `%XX` escapes and `+` in a query component.
 pub fn percent_decode(s: &str) -> String {
+    unescape_percent(s, true)
+}
+
+/// Decodes `%XX` escapes, and `+` as a space when `plus_is_space` (query components; not
+/// gRPC's `grpc-message`, for one). A `%` not followed by two hex digits stays as it is.
+pub fn unescape_percent(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) if plus_is_space => out.push(b' '),
+            (b, _) => out.push(b),
         }
         i += 1;
     }
@@ -274,7 +281,7 @@ pub fn streaming(content_type: &str, body: Body) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{percent_decode, unescape_percent};
 
     #[test]
     fn decodes_queries() {
@@ -282,5 +289,11 @@ mod tests {
         assert_eq!(percent_decode("a+b"), "a b");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
         assert_eq!(percent_decode("end%"), "end%");
+        assert_eq!(
+            percent_decode("%a\u{e9}"),
+            "%a\u{e9}",
+            "an escape cut by a multi-byte char"
+        );
+        assert_eq!(unescape_percent("a+b%2B", false), "a+b+");
     }
 }
