@@ -31,6 +31,11 @@ impl MonitorPool {
     /// thread: before the tokio runtime starts. Best effort: one that cannot be forked is simply
     /// not there (its container starts its own monitor).
     pub fn fork(n: usize, monitor: fn() -> i32) -> MonitorPool {
+        // std detects the CPU's features on first use (memchr asks, in libcontainer's init),
+        // with a dozen `cpuid`s that a VM traps (~6 us each here): detected once here, the
+        // monitors and the processes libcontainer clones from them inherit the answer.
+        #[cfg(target_arch = "x86_64")]
+        let _ = std::arch::is_x86_feature_detected!("avx2");
         let mut idle = Vec::with_capacity(n);
         for _ in 0..n {
             match sysproc::fork_with_pipes(POOLED_NAME, monitor) {

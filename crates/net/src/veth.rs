@@ -43,10 +43,11 @@ pub(crate) fn connect(c: &NetworkConfig, ip: Ipv4Addr, netns: &Path) -> Result<(
         .ok_or_else(|| missing(&c.bridge, PathBuf::new()))?;
     nl.add_veth_into(&host, bridge, "eth0", netns)
         .map_err(sys)?;
-    let hairpin = Path::new("/sys/class/net")
-        .join(&host)
-        .join("brport/hairpin_mode");
-    std::fs::write(&hairpin, "1").map_err(crate::error::io("write", &hairpin))?;
+    let host_index = nl
+        .link_index(&host)
+        .map_err(sys)?
+        .ok_or_else(|| missing(&host, PathBuf::new()))?;
+    nl.set_hairpin(host_index).map_err(sys)?;
     let mut pod = Netlink::open_in(netns).map_err(sys)?;
     let eth0 = pod
         .link_index("eth0")

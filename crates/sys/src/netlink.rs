@@ -21,6 +21,7 @@ const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -32,6 +33,7 @@ pub(crate) const NLM_F_CREATE: u16 = 0x400;
 // Attributes (linux/if_link.h, linux/veth.h, linux/if_addr.h, linux/rtnetlink.h).
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
@@ -39,11 +41,13 @@ const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
+const IFLA_BRPORT_MODE: u16 = 4;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_GATEWAY: u16 = 5;
 
 const AF_INET: u8 = 2;
+const AF_BRIDGE: u8 = 7;
 const IFF_UP: u32 = 1;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -135,6 +139,19 @@ impl Netlink {
     pub fn set_up(&mut self, index: u32) -> Result<()> {
         let mut m = Message::new(RTM_NEWLINK, 0);
         m.ifinfo(index as i32, IFF_UP);
+        self.request(m, &format!("link {index}"))
+    }
+
+    /// Puts bridge port `index` in hairpin mode: frames may leave by the port they came in by
+    /// (bridge(8) `hairpin on`). Over netlink the request waits for the rtnl lock; a write
+    /// to `brport/hairpin_mode` in sysfs instead restarts itself in a busy loop while the
+    /// lock is taken (it only tries it), which new devices' own work does right then.
+    pub fn set_hairpin(&mut self, index: u32) -> Result<()> {
+        let mut m = Message::new(RTM_SETLINK, 0);
+        m.ifinfo_of(AF_BRIDGE, index as i32, 0);
+        let port = m.begin_nested(IFLA_PROTINFO);
+        m.attr(IFLA_BRPORT_MODE, &[1]);
+        m.end(port);
         self.request(m, &format!("link {index}"))
     }
 
@@ -309,6 +326,7 @@ impl Message {
             RTM_NEWLINK => "RTM_NEWLINK",
             RTM_DELLINK => "RTM_DELLINK",
             RTM_GETLINK => "RTM_GETLINK",
+            RTM_SETLINK => "RTM_SETLINK",
             RTM_NEWADDR => "RTM_NEWADDR",
             RTM_NEWROUTE => "RTM_NEWROUTE",
             _ => "netlink",
@@ -322,7 +340,12 @@ impl Message {
 
     /// A `struct ifinfomsg` (family unspecified) for device `index` with `flags` changed.
     fn ifinfo(&mut self, index: i32, flags: u32) {
-        self.bytes(&[0, 0, 0, 0]);
+        self.ifinfo_of(0, index, flags);
+    }
+
+    /// A `struct ifinfomsg` of address family `family`.
+    fn ifinfo_of(&mut self, family: u8, index: i32, flags: u32) {
+        self.bytes(&[family, 0, 0, 0]);
         self.bytes(&index.to_ne_bytes());
         self.bytes(&flags.to_ne_bytes());
         self.bytes(&flags.to_ne_bytes());

@@ -60,6 +60,13 @@ fn veth_into_a_namespace_with_address_and_route() {
         host_link.contains(&format!("master {BRIDGE}")),
         "{host_link}"
     );
+    let hairpin = Path::new("/sys/class/net")
+        .join(HOST)
+        .join("brport/hairpin_mode");
+    let read_hairpin = || std::fs::read_to_string(&hairpin).expect("hairpin_mode");
+    assert_eq!(read_hairpin().trim(), "0");
+    host.set_hairpin(host_index).expect("hairpin on");
+    assert_eq!(read_hairpin().trim(), "1");
     // One queue each way on both ends (no grace period to lower them after creation).
     let details = ip(&["-d", "link", "show", HOST]);
     assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{details}");

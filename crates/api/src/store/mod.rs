@@ -27,6 +27,7 @@ mod hub;
 mod key;
 mod list;
 mod log;
+mod memory;
 mod object;
 mod watch;
 mod write;
@@ -306,7 +307,7 @@ impl Store {
         let database = Database::builder()
             // The backend is memory already: a page cache over it only holds second copies.
             .set_cache_size(options.cache_bytes.min(IN_MEMORY_CACHE_BYTES))
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(memory::Memory::default())
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
