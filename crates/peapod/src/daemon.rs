@@ -65,7 +65,7 @@ impl Daemon {
         std::thread::Builder::new()
             .name("pki".into())
             .spawn(move || {
-                let _ = peapod_sys::process::set_nice(peapod_sys::process::LOWEST_NICE);
+                let _ = peapod_sys::process::set_idle_scheduling(true);
                 let loaded = Pki::load_or_create(&pki_dir, &[])
                     .context("load or create the certificates")
                     .and_then(|pki| {
@@ -82,10 +82,18 @@ impl Daemon {
             })
             .with_context(|| format!("open the object store in {}", state_dir.display()))?;
         let node_name = node_name();
-        bootstrap(&store, &node_name).context("create the default namespaces and the node")?;
-        peapod_kubelet::volumes::ensure_default_class(&store)
-            .context("create the default StorageClass")?;
-        tracing::debug!("daemon start: store ready");
+        // The default objects are written on a thread of their own while the listener, the
+        // image store and the pod network are set up (ten writes, each its own transaction):
+        // nothing below reads them before the controllers start.
+        let bootstrapped = {
+            let (store, node_name) = (store.clone(), node_name.clone());
+            tokio::task::spawn_blocking(move || {
+                bootstrap(&store, &node_name)
+                    .context("create the default namespaces and the node")?;
+                peapod_kubelet::volumes::ensure_default_class(&store)
+                    .context("create the default StorageClass")
+            })
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
@@ -108,6 +116,8 @@ impl Daemon {
         tracing::debug!("daemon start: images and node settings read");
         let network = start_network(root, &store, &node.host_resolv).await?;
         tracing::debug!("daemon start: pod network ready");
+        bootstrapped.await.context("create the default objects")??;
+        tracing::debug!("daemon start: store ready");
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),

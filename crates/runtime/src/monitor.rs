@@ -102,7 +102,7 @@ fn run(dir: &ContainerDir) -> Result<()> {
     // resident for the container's whole life (see `supervise_main`).
     let error = exec_supervisor(dir, &stdio);
     tracing::warn!(%error, "re-exec of the monitor failed; supervising in place");
-    finish(dir, &config, started, stdio)
+    finish(dir, &config, started, stdio, false)
 }
 
 /// The monitor's ends of the container's stdio.
@@ -133,13 +133,15 @@ impl MonitorStdio {
 }
 
 /// Pumps the container's output until it exits, cleans up, records the exit.
+/// `background`: the monitor is in the idle scheduling class, to leave once set up.
 fn finish(
     dir: &ContainerDir,
     config: &ContainerConfig,
     started: Started,
     stdio: MonitorStdio,
+    background: bool,
 ) -> Result<()> {
-    let result = crate::pump::pump(dir, config, started, stdio);
+    let result = crate::pump::pump(dir, config, started, stdio, background);
     cleanup(dir, config);
     let _ = std::fs::remove_file(dir.path.join(crate::attach::ATTACH_SOCKET));
     let exited = result?;
@@ -160,13 +162,15 @@ fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
             return std::io::Error::from(e);
         }
     }
-    // The re-exec (loading the binary again, about a millisecond and a half of CPU) is
-    // housekeeping: at the lowest priority it waits for the container's own start-up, which
-    // competes for the same cores. The supervisor restores the priority first thing.
+    // The re-exec (loading the binary again, about a millisecond and a half of CPU) and the
+    // supervisor's set-up are housekeeping: in the idle scheduling class they wait for the
+    // container's own start-up, which competes for the same cores (a CPU running only them
+    // counts as free for the container's processes). The supervisor returns to the normal
+    // class before it starts copying output.
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    let nice = sysproc::nice().ok();
-    if let Some(nice) = nice.filter(|_| sysproc::set_nice(sysproc::LOWEST_NICE).is_ok()) {
-        cmd.env(NICE_ENV, nice.to_string());
+    let background = sysproc::normal_scheduling() && sysproc::set_idle_scheduling(true).is_ok();
+    if background {
+        cmd.env(BACKGROUND_ENV, "1");
     }
     let error = cmd
         .arg(crate::container::MONITOR_SUBCOMMAND)
@@ -174,23 +178,19 @@ fn exec_supervisor(dir: &ContainerDir, stdio: &MonitorStdio) -> std::io::Error {
         .arg("--supervise")
         .args(fds.map(|fd| fd.to_string()))
         .exec();
-    if let Some(nice) = nice {
-        let _ = sysproc::set_nice(nice);
+    if background {
+        let _ = sysproc::set_idle_scheduling(false);
     }
     error
 }
 
-/// Carries the monitor's own nice value across the re-exec, for the supervisor to restore.
-const NICE_ENV: &str = "PEAPOD_MONITOR_NICE";
+/// Tells the supervisor that the re-exec put it in the idle scheduling class, to leave.
+const BACKGROUND_ENV: &str = "PEAPOD_MONITOR_BACKGROUND";
 
 /// `peapod __monitor <dir> --supervise <out> <err> <in> <attach>` (descriptor numbers, -1 for
 /// none): the second half of the monitor, after the re-exec: output, attach, exit, cleanup.
 pub fn supervise_main(dir: &Path, fds: [i32; 4]) -> i32 {
-    if let Some(nice) = std::env::var(NICE_ENV).ok().and_then(|n| n.parse().ok()) {
-        if let Err(error) = sysproc::set_nice(nice) {
-            tracing::warn!(%error, nice, "restore the monitor's priority");
-        }
-    }
+    let background = std::env::var_os(BACKGROUND_ENV).is_some();
     let Some(id) = dir
         .file_name()
         .and_then(|n| ContainerId::parse(&n.to_string_lossy()))
@@ -221,7 +221,7 @@ pub fn supervise_main(dir: &Path, fds: [i32; 4]) -> i32 {
         stdin: adopt(fds[2]),
         attach,
     };
-    match finish(&dir, &config, started, stdio) {
+    match finish(&dir, &config, started, stdio, background) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "monitor: {}", error_chain(&e));

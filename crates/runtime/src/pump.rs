@@ -32,6 +32,7 @@ pub(crate) fn pump(
     config: &ContainerConfig,
     started: Started,
     stdio: MonitorStdio,
+    background: bool,
 ) -> Result<Exited> {
     let pid = started.pid;
     let limits = config.log_limits;
@@ -58,6 +59,13 @@ pub(crate) fn pump(
     // the container has settled: what its first moments touched once (the first log file
     // checks, attach set-up) goes too, and only the loop's own pages come back.
     sysproc::release_clean_exe_pages();
+    // Set up: from here the container's output waits for this process, which must not wait
+    // for a CPU with nothing else to do.
+    if background {
+        if let Err(error) = sysproc::set_idle_scheduling(false) {
+            tracing::warn!(%error, "leave the idle scheduling class");
+        }
+    }
     let mut settle_release = Some(std::time::Instant::now() + SETTLE_RELEASE_AFTER);
     loop {
         if settle_release.is_some_and(|at| std::time::Instant::now() >= at) {

@@ -109,31 +109,34 @@ pub fn try_reap(pid: i32) -> bool {
     )
 }
 
-/// This process's nice value (getpriority(2)).
-pub fn nice() -> Result<i32> {
-    nix::errno::Errno::clear();
-    // SAFETY: getpriority takes two integers and touches no memory. -1 is also a valid nice
-    // value, hence errno cleared before and read after.
-    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    if n == -1 && nix::errno::Errno::last_raw() != 0 {
-        return Err(SysError::new("getpriority", "self", nix::Error::last()));
-    }
-    Ok(n)
-}
-
-/// The lowest priority a process or thread can ask for: background work that should wait for
-/// whatever else wants the CPU.
-pub const LOWEST_NICE: i32 = 19;
-
-/// Sets the nice value of the calling thread (setpriority(2); on Linux a per-thread value, so
-/// this is the whole process for a single-threaded one); lowering it needs CAP_SYS_NICE.
-pub fn set_nice(n: i32) -> Result<()> {
-    // SAFETY: setpriority takes three integers and touches no memory.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };
+/// Puts the calling thread in (or back out of) the idle scheduling class (sched(7)
+/// `SCHED_IDLE`; otherwise `SCHED_OTHER`, its nice value unchanged): it runs only when a CPU
+/// has nothing else to do. Unlike the lowest nice value, a CPU that runs only idle-class work
+/// counts as free when the kernel places a task that wakes up, which then preempts it at once
+/// instead of queueing behind other work on a busy CPU. Inherited across fork and exec.
+pub fn set_idle_scheduling(idle: bool) -> Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the sched_param it is given, which outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if rc < 0 {
-        return Err(SysError::new("setpriority", "self", nix::Error::last()));
+        return Err(SysError::new(
+            "sched_setscheduler",
+            "self",
+            nix::Error::last(),
+        ));
     }
     Ok(())
+}
+
+/// Whether the calling thread is in the normal scheduling class (`SCHED_OTHER`).
+pub fn normal_scheduling() -> bool {
+    // SAFETY: sched_getscheduler takes a PID and touches no memory.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_OTHER }
 }
 
 /// Asks the kernel to send `signal` to this process when its parent dies.
