@@ -904,3 +904,49 @@ fn racing_updates_with_preconditions_lose_nothing() {
     assert_eq!(obj["status"]["count"], 80);
     assert_eq!(store.revision(), 81);
 }
+
+/// The daemon's start-up objects: those missing are created in one transaction, a revision
+/// each, and watchers get them all; one that is refused leaves nothing written.
+#[tokio::test]
+async fn create_missing_writes_only_what_is_missing_in_one_transaction() {
+    let (_dir, store) = open();
+    store
+        .create(&key("ns", "b"), pod("kept"))
+        .expect("create b");
+    let base = store.revision();
+    let mut watch = store
+        .watch("pods", None, base, Filter::default())
+        .expect("watch");
+    let created = store
+        .create_missing(vec![
+            (key("ns", "a"), pod("new")),
+            (key("ns", "b"), pod("new")),
+            (key("ns", "c"), pod("new")),
+        ])
+        .expect("create the missing");
+    assert_eq!(created, vec![true, false, true]);
+    assert_eq!(store.revision(), base + 2);
+    let get = |n: &str| store.get(&key("ns", n)).expect("get").expect("there");
+    assert_eq!(rv(&get("a")), base + 1);
+    assert_eq!(rv(&get("c")), base + 2);
+    assert_eq!(get("b")["metadata"]["labels"]["app"], "kept");
+    for want in [("a", base + 1), ("c", base + 2)] {
+        let event = next(&mut watch).await;
+        assert_eq!(
+            summary(&event),
+            (EventKind::Added, want.0.to_string(), want.1)
+        );
+    }
+    let mut misnamed = pod("x");
+    misnamed["metadata"]["name"] = "other".into();
+    store
+        .create_missing(vec![(key("ns", "d"), pod("d")), (key("ns", "e"), misnamed)])
+        .expect_err("a name that is not the key's");
+    assert!(store.get(&key("ns", "d")).expect("get").is_none());
+    assert_eq!(store.revision(), base + 2);
+    let again = store
+        .create_missing(vec![(key("ns", "a"), pod("again"))])
+        .expect("nothing to create");
+    assert_eq!(again, vec![false]);
+    assert_eq!(store.revision(), base + 2);
+}

@@ -46,13 +46,9 @@ pub fn default_class() -> Value {
     })
 }
 
-/// Creates the default StorageClass unless it exists.
-pub fn ensure_default_class(store: &Store) -> Result<(), peapod_api::store::StoreError> {
-    let key = ObjectKey::cluster(CLASSES, DEFAULT_CLASS);
-    if store.get(&key)?.is_none() {
-        store.create(&key, default_class())?;
-    }
-    Ok(())
+/// The default StorageClass's key and object (the daemon creates it unless it exists).
+pub fn default_class_object() -> (ObjectKey, Value) {
+    (ObjectKey::cluster(CLASSES, DEFAULT_CLASS), default_class())
 }
 
 /// Runs until the store goes away: provisions, binds and reclaims on every claim or volume

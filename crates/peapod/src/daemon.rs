@@ -75,49 +75,69 @@ impl Daemon {
                 let _ = tls_tx.send(loaded);
             })
             .context("start the certificates thread")?;
+        // The store first: on disk it is also the lock that keeps a second daemon off this
+        // root (and off its network's table).
         let store = StoreOptions::from_env()
             .and_then(|options| match objects {
                 Objects::OnDisk => Store::open_with(&state_dir.join("state.redb"), options),
                 Objects::InMemory => Store::open_in_memory(options),
             })
             .with_context(|| format!("open the object store in {}", state_dir.display()))?;
-        let node_name = node_name();
-        // The default objects are written on a thread of their own while the listener, the
-        // image store and the pod network are set up (ten writes, each its own transaction):
-        // nothing below reads them before the controllers start.
-        let bootstrapped = {
-            let (store, node_name) = (store.clone(), node_name.clone());
-            tokio::task::spawn_blocking(move || {
-                bootstrap(&store, &node_name)
-                    .context("create the default namespaces and the node")?;
-                peapod_kubelet::volumes::ensure_default_class(&store)
-                    .context("create the default StorageClass")
-            })
+        // The pod network (bridge, nftables table, addresses of vanished pods) is set up while
+        // the default objects are written and the rest is opened: kernel work on one core.
+        let network_setup = tokio::spawn(set_up_network(root.to_path_buf()));
+        let opened = async {
+            let node_name = node_name();
+            // The default objects are written on a thread of their own while the listener and
+            // the image store are opened (ten writes, each its own transaction).
+            let bootstrapped = {
+                let (store, node_name) = (store.clone(), node_name.clone());
+                tokio::task::spawn_blocking(move || {
+                    bootstrap(&store, &node_name).context(
+                        "create the default namespaces, the node and the default StorageClass",
+                    )
+                })
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
+            let address = listener
+                .local_addr()
+                .context("read the listening address")?;
+            let exe = std::env::current_exe().context("find the peapod binary")?;
+            let images = ImageStore::open(&root.join("images"))
+                .with_context(|| format!("open image store in {}", root.display()))?;
+            let node = Node {
+                runtime: Runtime::new(root, &exe),
+                images: Arc::new(images),
+                registries: peapod_kubelet::pull::registries_from_env(),
+                host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                config: NodeConfig::from_env().context("read the node settings")?,
+                monitors,
+            };
+            tracing::debug!("daemon start: images and node settings read");
+            bootstrapped.await.context("create the default objects")??;
+            tracing::debug!("daemon start: store ready");
+            anyhow::Ok((node_name, listener, address, exe, node))
+        }
+        .await;
+        let (node_name, listener, address, exe, node) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                // Nothing is served: the network set up meanwhile is taken down again.
+                if let Ok(Ok(Some(network))) = network_setup.await {
+                    let _ = network.stop();
+                }
+                return Err(error);
+            }
         };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listen on {listen}"))?;
-        let address = listener
-            .local_addr()
-            .context("read the listening address")?;
         let kubeconfig = state_dir.join("kubeconfig");
-        let exe = std::env::current_exe().context("find the peapod binary")?;
-        let images = ImageStore::open(&root.join("images"))
-            .with_context(|| format!("open image store in {}", root.display()))?;
-        let node = Node {
-            runtime: Runtime::new(root, &exe),
-            images: Arc::new(images),
-            registries: peapod_kubelet::pull::registries_from_env(),
-            host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            config: NodeConfig::from_env().context("read the node settings")?,
-            monitors,
-        };
         tokio::spawn(collect_images(node.images.clone(), root.join("containers")));
-        tracing::debug!("daemon start: images and node settings read");
-        let network = start_network(root, &store, &node.host_resolv).await?;
+        let network = match network_setup.await.context("set up the pod network")?? {
+            Some(network) => Some(serve_network(network, &store, &node.host_resolv).await),
+            None => None,
+        };
         tracing::debug!("daemon start: pod network ready");
-        bootstrapped.await.context("create the default objects")??;
-        tracing::debug!("daemon start: store ready");
         let controller = NodeController::new();
         let logs = NodeLogs {
             pods_root: node.pods_root(),
@@ -221,14 +241,10 @@ async fn collect_images(images: Arc<ImageStore>, containers: PathBuf) {
     }
 }
 
-/// The pod network (bridge, addresses), the Service controller and cluster DNS on the bridge's
-/// address, unless `PEAPOD_NETWORK=none` (see `peapod_net::config` for the variables).
-async fn start_network(
-    root: &Path,
-    store: &Store,
-    host_resolv: &str,
-) -> anyhow::Result<Option<(PodNetwork, Vec<JoinHandle<()>>)>> {
-    let Some(config) = NetworkConfig::from_env(root).context("read the network configuration")?
+/// The pod network (bridge, addresses) unless `PEAPOD_NETWORK=none` (see `peapod_net::config`
+/// for the variables); addresses of pods that are gone from `root` are released.
+async fn set_up_network(root: PathBuf) -> anyhow::Result<Option<PodNetwork>> {
+    let Some(config) = NetworkConfig::from_env(&root).context("read the network configuration")?
     else {
         return Ok(None);
     };
@@ -249,6 +265,16 @@ async fn start_network(
             warn!(error = %format!("{:#}", anyhow::Error::from(error)), "release addresses of removed pods")
         }
     }
+    Ok(Some(network))
+}
+
+/// Makes `network` the pods' and starts the Service controller and cluster DNS on the
+/// bridge's address.
+async fn serve_network(
+    network: PodNetwork,
+    store: &Store,
+    host_resolv: &str,
+) -> (PodNetwork, Vec<JoinHandle<()>>) {
     peapod_net::install(network.clone());
     let (records, records_rx) = watch::channel(Arc::new(Records::default()));
     let mut tasks = vec![tokio::spawn(peapod_net::service::controller::run(
@@ -272,7 +298,7 @@ async fn start_network(
             warn!(%error, %dns, "cluster DNS not served (another daemon on this bridge?)")
         }
     }
-    Ok(Some((network, tasks)))
+    (network, tasks)
 }
 
 /// How many revisions of history watches can resume from; older ones are compacted away (a
@@ -401,28 +427,28 @@ pub fn node_name() -> String {
         .unwrap_or_else(|| "peapod".into())
 }
 
-/// The namespaces every cluster has, a `default` service account in each, and the node.
+/// The namespaces every cluster has, a `default` service account in each, the default
+/// StorageClass and the node: those missing created in one transaction, the node's status
+/// brought up to date.
 fn bootstrap(store: &Store, node_name: &str) -> Result<(), StoreError> {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut objects = Vec::new();
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let key = ObjectKey {
             resource: "namespaces".into(),
             namespace: None,
             name: ns.into(),
         };
-        if store.get(&key)?.is_none() {
-            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-            store.create(&key, object)?;
-        }
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        objects.push((key, object));
         let sa = ObjectKey {
             resource: "serviceaccounts".into(),
             namespace: Some(ns.into()),
             name: "default".into(),
         };
-        if store.get(&sa)?.is_none() {
-            store.create(&sa, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}))?;
-        }
+        objects.push((sa, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}})));
     }
+    objects.push(peapod_kubelet::volumes::default_class_object());
     let key = ObjectKey {
         resource: "nodes".into(),
         namespace: None,
@@ -455,16 +481,15 @@ fn bootstrap(store: &Store, node_name: &str) -> Result<(), StoreError> {
             "nodeInfo": {"kubeletVersion": format!("v1.{}.0-peapod", peapod_api::http::discovery::MINOR), "containerRuntimeVersion": "peapod://0.1.0", "operatingSystem": "linux", "architecture": "amd64", "kernelVersion": "", "osImage": "", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}
         }
     });
-    match store.get(&key)? {
-        None => {
-            store.create(&key, node)?;
-        }
-        Some(_) => {
-            store.update_with(&key, |o| {
-                o["status"] = node["status"].clone();
-                Ok(())
-            })?;
-        }
+    let status = node["status"].clone();
+    objects.push((key.clone(), node));
+    // One transaction for all of them; a node kept from an earlier start gets today's status.
+    let created = store.create_missing(objects)?;
+    if created.last() == Some(&false) {
+        store.update_with(&key, |o| {
+            o["status"] = status.clone();
+            Ok(())
+        })?;
     }
     Ok(())
 }

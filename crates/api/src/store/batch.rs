@@ -42,8 +42,8 @@ pub(crate) trait Backend {
 pub(crate) enum Applied<R, C> {
     /// Nothing written (a no-op update, a read-only decision).
     Read(R),
-    /// Written; the change, if any, is published once durable.
-    Wrote(R, Option<C>),
+    /// Written; the changes are published once durable.
+    Wrote(R, Vec<C>),
 }
 
 /// How a batch ended, shared by every write in it.
@@ -286,7 +286,7 @@ mod tests {
     fn bump(txn: &mut BTreeMap<u32, u64>, key: u32) -> Result<Applied<u64, u64>, StoreError> {
         let revision = txn.values().sum::<u64>() + 1;
         *txn.entry(key).or_default() += 1;
-        Ok(Applied::Wrote(revision, Some(revision)))
+        Ok(Applied::Wrote(revision, vec![revision]))
     }
 
     #[test]

@@ -386,7 +386,7 @@ impl Store {
             meta.insert(META_COMPACTED, through)
                 .map_err(db("write meta table"))?;
             tracing::debug!(through, "revision log compacted");
-            Ok(batch::Applied::Wrote((), None))
+            Ok(batch::Applied::Wrote((), Vec::new()))
         })
     }
 

@@ -100,45 +100,133 @@ impl Store {
     {
         let encoded = key::encode(key)?;
         self.inner.group.run(&self.inner, |txn| {
-            let mut objects = txn.open_table(OBJECTS).map_err(db("open objects table"))?;
-            let mut log_table = txn.open_table(LOG).map_err(db("open revision log"))?;
-            let mut meta = txn.open_table(META).map_err(db("open meta table"))?;
-            let revision = meta_value(&meta, META_REVISION)? + 1;
-            let current = match objects.get(encoded.as_slice()).map_err(db("read object"))? {
-                Some(bytes) => Some(parse_object(&encoded, bytes.value())?),
-                None => None,
-            };
-            let (kind, object) = match decide(current.as_ref(), revision)? {
-                Decision::Write { kind, object } => (kind, object),
-                Decision::Unchanged(object) => return Ok(Applied::Read(object)),
-            };
-            let json = to_json(key, &object)?;
-            let prev = current.filter(|_| kind == EventKind::Modified);
-            let prev_json = prev.as_ref().map(|p| to_json(key, p)).transpose()?;
-            if kind == EventKind::Deleted {
-                objects
-                    .remove(encoded.as_slice())
-                    .map_err(db("remove object"))?;
-            } else {
-                objects
-                    .insert(encoded.as_slice(), json.as_slice())
-                    .map_err(db("write object"))?;
-            }
-            let entry = log::encode(kind, &encoded, &json, prev_json.as_deref());
-            log_table
-                .insert(revision, entry.as_slice())
-                .map_err(db("append to revision log"))?;
-            meta.insert(META_REVISION, revision)
-                .map_err(db("write meta table"))?;
-            let change = Change {
-                revision,
-                kind,
-                key: encoded.clone(),
-                object: object.clone(),
-                prev,
-            };
-            Ok(Applied::Wrote(object, Some(change)))
+            let mut tables = Tables::open(txn)?;
+            Ok(match tables.apply(key, &encoded, decide)? {
+                Err(unchanged) => Applied::Read(unchanged),
+                Ok((object, change)) => Applied::Wrote(object, vec![change]),
+            })
         })
+    }
+
+    /// Creates each of `objects` that is not there yet, all in one transaction (one revision
+    /// each, in order); returns whether each was created. For the objects a daemon makes at
+    /// start: ten writes of their own cost ten commits.
+    pub fn create_missing(
+        &self,
+        objects: Vec<(ObjectKey, Value)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut fresh = Vec::with_capacity(objects.len());
+        let mut encoded = Vec::with_capacity(objects.len());
+        for (key, _) in &objects {
+            fresh.push(Fresh {
+                uid: self.new_uid()?,
+                timestamp: object::now_timestamp(),
+            });
+            encoded.push(key::encode(key)?);
+        }
+        self.inner.group.run(&self.inner, |txn| {
+            let mut tables = Tables::open(txn)?;
+            // Every decision before any write: a refused object leaves the transaction as it
+            // was (the group commit's rule for a failed write).
+            let mut revision = meta_value(&tables.meta, META_REVISION)?;
+            let mut writes = Vec::new();
+            let mut created = Vec::with_capacity(objects.len());
+            for (((key, mut object), fresh), encoded) in
+                objects.into_iter().zip(fresh).zip(&encoded)
+            {
+                let exists = tables
+                    .objects
+                    .get(encoded.as_slice())
+                    .map_err(db("read object"))?
+                    .is_some();
+                created.push(!exists);
+                if !exists {
+                    revision += 1;
+                    object::prepare_create(&key, &mut object, revision, fresh)?;
+                    writes.push((key, encoded, object));
+                }
+            }
+            let mut changes = Vec::with_capacity(writes.len());
+            for (key, encoded, object) in writes {
+                let write = |_: Option<&Value>, _| {
+                    Ok(Decision::Write {
+                        kind: EventKind::Added,
+                        object,
+                    })
+                };
+                if let Ok((_, change)) = tables.apply(&key, encoded, write)? {
+                    changes.push(change);
+                }
+            }
+            Ok(match changes.is_empty() {
+                true => Applied::Read(created),
+                false => Applied::Wrote(created, changes),
+            })
+        })
+    }
+}
+
+/// The tables a write changes, open in its transaction.
+struct Tables<'t> {
+    objects: redb::Table<'t, &'static [u8], &'static [u8]>,
+    log: redb::Table<'t, u64, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            objects: txn.open_table(OBJECTS).map_err(db("open objects table"))?,
+            log: txn.open_table(LOG).map_err(db("open revision log"))?,
+            meta: txn.open_table(META).map_err(db("open meta table"))?,
+        })
+    }
+
+    /// Decides and applies one write at the next revision: the object as written and its
+    /// change, or (`Err`) the stored object when the decision is to write nothing.
+    fn apply<D>(
+        &mut self,
+        key: &ObjectKey,
+        encoded: &[u8],
+        decide: D,
+    ) -> Result<Result<(Value, Change), Value>, StoreError>
+    where
+        D: FnOnce(Option<&Value>, u64) -> Result<Decision, StoreError>,
+    {
+        let revision = meta_value(&self.meta, META_REVISION)? + 1;
+        let current = match self.objects.get(encoded).map_err(db("read object"))? {
+            Some(bytes) => Some(parse_object(encoded, bytes.value())?),
+            None => None,
+        };
+        let (kind, object) = match decide(current.as_ref(), revision)? {
+            Decision::Write { kind, object } => (kind, object),
+            Decision::Unchanged(object) => return Ok(Err(object)),
+        };
+        let json = to_json(key, &object)?;
+        let prev = current.filter(|_| kind == EventKind::Modified);
+        let prev_json = prev.as_ref().map(|p| to_json(key, p)).transpose()?;
+        if kind == EventKind::Deleted {
+            self.objects.remove(encoded).map_err(db("remove object"))?;
+        } else {
+            self.objects
+                .insert(encoded, json.as_slice())
+                .map_err(db("write object"))?;
+        }
+        let entry = log::encode(kind, encoded, &json, prev_json.as_deref());
+        self.log
+            .insert(revision, entry.as_slice())
+            .map_err(db("append to revision log"))?;
+        self.meta
+            .insert(META_REVISION, revision)
+            .map_err(db("write meta table"))?;
+        let change = Change {
+            revision,
+            kind,
+            key: encoded.to_vec(),
+            object: object.clone(),
+            prev,
+        };
+        Ok(Ok((object, change)))
     }
 }
 
