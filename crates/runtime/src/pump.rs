@@ -55,10 +55,11 @@ pub(crate) fn pump(
     let mut log_failed_marked = false;
     let mut buf = vec![0u8; 64 * 1024];
     // From here on the monitor only waits, copies and formats log lines: what startup paged
-    // in of the binary need not stay resident for the container's whole life. Once more when
-    // the container has settled: what its first moments touched once (the first log file
-    // checks, attach set-up) goes too, and only the loop's own pages come back.
-    sysproc::release_clean_exe_pages();
+    // in of the binary and its libraries need not stay resident for the container's whole
+    // life. Once more when the container has settled: what its first moments touched once
+    // (the first log file checks, attach set-up) goes too, and only the loop's own pages
+    // come back.
+    sysproc::release_clean_file_pages();
     // Set up: from here the container's output waits for this process, which must not wait
     // for a CPU with nothing else to do.
     if background {
@@ -69,7 +70,7 @@ pub(crate) fn pump(
     let mut settle_release = Some(std::time::Instant::now() + SETTLE_RELEASE_AFTER);
     loop {
         if settle_release.is_some_and(|at| std::time::Instant::now() >= at) {
-            sysproc::release_clean_exe_pages();
+            sysproc::release_clean_file_pages();
             settle_release = None;
         }
         for (reaped, how) in sysproc::reap_exited() {

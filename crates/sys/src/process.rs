@@ -333,24 +333,23 @@ pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Drops this process's resident pages of its own executable that are clean and read-only
-/// (code and constants), so a long-lived process that used much of the binary once (the
-/// monitor after starting its container) keeps resident only what it touches afterwards.
-/// The pages stay in the page cache and come back on the next access, at the cost of a minor
-/// fault (madvise(2) MADV_DONTNEED on a private file mapping). Writable mappings, and
-/// read-only ones with private dirty pages (RELRO), are left alone. Best effort.
-pub fn release_clean_exe_pages() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return;
-    };
+/// Drops this process's resident pages of its executable and shared libraries that are clean
+/// and read-only (code and constants), so a long-lived process that used much of them once
+/// (the monitor after starting its container) keeps resident only what it touches afterwards.
+/// Each page that was touched brought its neighbours in with it (the kernel maps up to 16
+/// cached pages around a faulting one), and loading the binary touched every library's symbol
+/// tables. The pages stay in the page cache and come back on the next access, at the cost of a
+/// minor fault (madvise(2) MADV_DONTNEED on a private file mapping). Writable mappings, shared
+/// ones, and read-only ones with private dirty pages (RELRO) are left alone. Best effort.
+pub fn release_clean_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
-    for (start, end) in clean_exe_mappings(&smaps, &exe.to_string_lossy()) {
-        // SAFETY: the range is a whole mapping of this process's executable that is not
-        // writable and has no private dirty page: dropping its pages loses nothing, the next
-        // access reads them from the file again. No Rust reference can dangle, as the memory
-        // stays mapped and its contents unchanged.
+    for (start, end) in clean_file_mappings(&smaps) {
+        // SAFETY: the range is a whole private mapping of a file that is not writable and has
+        // no private dirty page: dropping its pages loses nothing, the next access reads them
+        // from the file again. No Rust reference can dangle, as the memory stays mapped and
+        // its contents unchanged.
         let _ =
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
@@ -403,9 +402,9 @@ fn loaded_length(head: &[u8]) -> Option<u64> {
     (end > 0).then_some(end)
 }
 
-/// The address ranges of `exe`'s read-only mappings without private dirty pages, from the
-/// text of /proc/self/smaps.
-fn clean_exe_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
+/// The address ranges of the private, read-only file mappings without private dirty pages,
+/// from the text of /proc/self/smaps.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
@@ -417,12 +416,15 @@ fn clean_exe_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
                 .splitn(6, char::is_whitespace)
                 .nth(5)
                 .unwrap_or_default();
-            let ours = path.trim() == exe && perms.starts_with('r') && !perms.contains('w');
+            let clean_file = path.trim_start().starts_with('/')
+                && perms.starts_with('r')
+                && !perms.contains('w')
+                && perms.ends_with('p');
             current = match (
                 usize::from_str_radix(start, 16),
                 usize::from_str_radix(end, 16),
             ) {
-                (Ok(s), Ok(e)) if ours => Some((s, e)),
+                (Ok(s), Ok(e)) if clean_file => Some((s, e)),
                 _ => None,
             };
         } else if first == "Private_Dirty:" {
@@ -475,7 +477,7 @@ mod exe_page_tests {
     }
 
     #[test]
-    fn only_clean_read_only_mappings_of_the_executable() {
+    fn only_clean_read_only_private_file_mappings() {
         let smaps = "\
 00200000-00656000 r--p 00000000 fe:00 5416736                            /usr/bin/peapod
 Rss:                 512 kB
@@ -486,12 +488,24 @@ Private_Dirty:         0 kB
 Private_Dirty:        32 kB
 01591000-01597000 rw-p 0138e000 fe:00 5416736                            /usr/bin/peapod
 Private_Dirty:         4 kB
+01597000-015b8000 rw-p 00000000 00:00 0                                  [heap]
+Private_Dirty:         8 kB
 7f0000000000-7f0000100000 r-xp 00000000 fe:00 1                          /usr/lib/libc.so.6
+Private_Dirty:         0 kB
+7f0000100000-7f0000101000 r--s 00000000 fe:00 2                          /dev/shm/shared
+Private_Dirty:         0 kB
+7f0000101000-7f0000102000 r--p 00000000 00:00 0 
+Private_Dirty:         0 kB
+7fff00000000-7fff00002000 r-xp 00000000 00:00 0                          [vdso]
 Private_Dirty:         0 kB
 ";
         assert_eq!(
-            clean_exe_mappings(smaps, "/usr/bin/peapod"),
-            vec![(0x200000, 0x656000), (0x656000, 0x14ca000)]
+            clean_file_mappings(smaps),
+            vec![
+                (0x200000, 0x656000),
+                (0x656000, 0x14ca000),
+                (0x7f0000000000, 0x7f0000100000)
+            ]
         );
     }
 }
