@@ -11,6 +11,7 @@ use crate::worker::{Msg, Node};
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 use nix::sys::signal::Signal;
 use peapod_runtime::container::{parse_ready, ContainerDir};
+use peapod_runtime::image::Image;
 use peapod_runtime::monitor::{error_chain, CGROUP_ROOT};
 use peapod_runtime::sandbox::SandboxDir;
 use peapod_runtime::{ContainerId, Exited};
@@ -76,22 +77,26 @@ pub(crate) fn spawn(
                 message: n.message,
             });
         };
-        if let Err(failure) =
-            crate::pull::ensure_image(&node, &ctx, &image, policy.as_deref(), &note).await
-        {
-            let _ = tx.send(Msg::PullFailed {
-                name,
-                reason: failure.reason,
-                message: failure.message,
-            });
-            return;
-        }
+        let found =
+            match crate::pull::ensure_image(&node, &ctx, &image, policy.as_deref(), &note).await {
+                Ok(found) => found,
+                Err(failure) => {
+                    let _ = tx.send(Msg::PullFailed {
+                        name,
+                        reason: failure.reason,
+                        message: failure.message,
+                    });
+                    return;
+                }
+            };
         tracing::debug!(container = %name, "container image ready");
         let prepared = {
             let (node, ctx, pod_dir, name) =
                 (node.clone(), ctx.clone(), pod_dir.clone(), name.clone());
-            tokio::task::spawn_blocking(move || prepare(&node, &ctx, &pod_dir, &name, restart))
-                .await
+            tokio::task::spawn_blocking(move || {
+                prepare(&node, &ctx, &pod_dir, &name, restart, found)
+            })
+            .await
         };
         let p = match prepared {
             Ok(Ok(p)) => p,
@@ -400,6 +405,7 @@ fn prepare(
     pod_dir: &SandboxDir,
     name: &str,
     restart: u32,
+    found: Option<Image>,
 ) -> Result<Prepared, String> {
     let spec = ctx.pod.spec.as_ref().ok_or("pod has no spec")?;
     let container = spec
@@ -409,11 +415,15 @@ fn prepare(
         .chain(spec.containers.iter())
         .find(|c| c.name == name)
         .ok_or_else(|| format!("container {name} not in spec"))?;
-    let image_name = container.image.clone().unwrap_or_default();
-    let image = node
-        .images
-        .resolve(&image_name)
-        .map_err(|e| format!("ErrImagePull: {}", error_chain(&e)))?;
+    let image = match found {
+        Some(image) => image,
+        None => {
+            let image_name = container.image.clone().unwrap_or_default();
+            node.images
+                .resolve(&image_name)
+                .map_err(|e| format!("ErrImagePull: {}", error_chain(&e)))?
+        }
+    };
     let read_top = |file: &str| {
         image
             .layers

@@ -107,9 +107,11 @@ pub(crate) async fn create_sandbox(
         config.resolv_conf =
             peapod_net::dns::resolv_conf(ctx.namespace(), c.gateway(), &c.cluster_domain);
     }
+    // The files and volumes are written while the veth is made: both only need the namespaces
+    // and the address.
     let (task_ctx, task_dir) = (ctx.clone(), dir.clone());
     let exe = node.runtime.exe().to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let files = tokio::task::spawn_blocking(move || {
         sandbox::write_files(&task_dir, &config).map_err(|e| error_chain(&e))?;
         if config.share_process_namespace {
             let cmd = sandbox::pod_init_command(&exe, &task_dir);
@@ -117,16 +119,18 @@ pub(crate) async fn create_sandbox(
         }
         crate::projected::write_all(&task_ctx, &task_dir)
             .map_err(|e| format!("write configMap/secret volume: {e}"))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    tracing::debug!("pod namespaces and volumes made");
-    if let Some(net) = &network {
-        net.connect(ctx.uid(), &dir.sandbox_ref().net)
+    });
+    let connected = match &network {
+        Some(net) => net
+            .connect(ctx.uid(), &dir.sandbox_ref().net)
             .await
-            .map_err(|e| error_chain(&e))?;
-    }
-    Ok(())
+            .map(drop)
+            .map_err(|e| error_chain(&e)),
+        None => Ok(()),
+    };
+    files.await.map_err(|e| e.to_string())??;
+    tracing::debug!("pod namespaces and volumes made");
+    connected
 }
 
 pub(crate) async fn remove_sandbox(node: &Node, dir: &SandboxDir) {

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use peapod_runtime::image::pull::{self, AuthConfig, RegistryConfig};
-use peapod_runtime::image::{ImageError, ImageSource};
+use peapod_runtime::image::{Image, ImageError, ImageSource};
 use peapod_runtime::monitor::error_chain;
 
 use crate::context::PodContext;
@@ -93,14 +93,15 @@ pub fn pull_secrets(ctx: &PodContext) -> (AuthConfig, Vec<String>) {
 }
 
 /// Makes sure the container's image is in the store as its pull policy wants; `note` gets the
-/// kubelet's events on the way.
+/// kubelet's events on the way. The image as found when the one present is used (`None` after
+/// a pull).
 pub async fn ensure_image(
     node: &Node,
     ctx: &PodContext,
     image: &str,
     policy: Option<&str>,
     note: &(dyn Fn(PullNote) + Send + Sync),
-) -> Result<(), PullFailure> {
+) -> Result<Option<Image>, PullFailure> {
     let store = node.images.clone();
     let name = image.to_owned();
     let present = tokio::task::spawn_blocking(move || store.resolve(&name))
@@ -110,7 +111,7 @@ pub async fn ensure_image(
             message: e.to_string(),
         })?;
     let present = match present {
-        Ok(found) => Some(found.source),
+        Ok(found) => Some(found),
         Err(ImageError::NotFound { .. }) => None,
         Err(e @ ImageError::InvalidReference { .. }) => {
             return Err(PullFailure {
@@ -125,13 +126,13 @@ pub async fn ensure_image(
             })
         }
     };
-    match decide(policy, image, present) {
+    match decide(policy, image, present.as_ref().map(|found| found.source)) {
         PullDecision::UsePresent => {
             note(PullNote {
                 reason: "Pulled",
                 message: format!("Container image {image:?} already present on machine"),
             });
-            Ok(())
+            Ok(present)
         }
         PullDecision::NeverPullMissing => Err(PullFailure {
             reason: "ErrImageNeverPull",
@@ -161,7 +162,7 @@ pub async fn ensure_image(
                             report.image.size
                         ),
                     });
-                    Ok(())
+                    Ok(None)
                 }
                 Err(e) => {
                     let message = error_chain(&e);
