@@ -263,6 +263,14 @@ fn start(dir: &ContainerDir, config: &ContainerConfig) -> Result<(Started, Monit
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
+    // The log is there once the container is reported started (`kubectl logs` answers with
+    // what it has, not "waiting to start"), though the supervisor copies output into it only
+    // after the re-exec.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.log_path)
+        .map_err(io(&config.log_path))?;
     let attach = AttachServer::bind(&dir.path)?;
 
     let (out_r, out_w) = pipe()?;
