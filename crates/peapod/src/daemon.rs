@@ -88,8 +88,8 @@ impl Daemon {
         let network_setup = tokio::spawn(set_up_network(root.to_path_buf()));
         let opened = async {
             let node_name = node_name();
-            // The default objects are written on a thread of their own while the listener and
-            // the image store are opened (ten writes, each its own transaction).
+            // The default objects are written (one transaction) on a thread of their own while
+            // the listener and the image store are opened.
             let bootstrapped = {
                 let (store, node_name) = (store.clone(), node_name.clone());
                 tokio::task::spawn_blocking(move || {
