@@ -819,13 +819,24 @@ spec:
     // While the init container runs, the app's monitor is already there, waiting.
     assert_eq!(waiting(&root).len(), 1, "{}", pod.transcript());
     pod.wait_for("ahead/app | app-up", START);
+    // Its set-up ran in the idle scheduling class; it copies output in the normal one.
+    let normal_class = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/sched")).is_ok_and(|sched| {
+            sched
+                .lines()
+                .any(|l| l.starts_with("policy") && l.split(':').nth(1).map(str::trim) == Some("0"))
+        })
+    };
     let settled = poll_until(deadline_in(START), || {
-        let supervising = root
+        let supervising: Vec<_> = root
             .processes()
             .into_iter()
             .filter(|(_, cmd)| cmd.contains("--supervise"))
-            .count();
-        (waiting(&root).is_empty() && supervising == 1).then_some(())
+            .collect();
+        (waiting(&root).is_empty()
+            && supervising.len() == 1
+            && supervising.iter().all(|(pid, _)| normal_class(pid)))
+        .then_some(())
     });
     assert!(
         settled.is_some(),

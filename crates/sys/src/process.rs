@@ -511,6 +511,23 @@ Private_Dirty:         0 kB
 }
 
 #[cfg(test)]
+mod scheduling_tests {
+    #[test]
+    fn idle_scheduling_is_entered_and_left() {
+        // A thread of its own: the class is per thread.
+        std::thread::spawn(|| {
+            assert!(super::normal_scheduling());
+            super::set_idle_scheduling(true).expect("enter the idle class");
+            assert!(!super::normal_scheduling());
+            super::set_idle_scheduling(false).expect("leave it");
+            assert!(super::normal_scheduling());
+        })
+        .join()
+        .expect("the thread");
+    }
+}
+
+#[cfg(test)]
 mod malloc_tests {
     #[test]
     fn glibc_takes_an_arena_limit() {
