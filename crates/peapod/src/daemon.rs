@@ -482,10 +482,11 @@ fn bootstrap(store: &Store, node_name: &str) -> Result<(), StoreError> {
         }
     });
     let status = node["status"].clone();
+    let node_at = objects.len();
     objects.push((key.clone(), node));
     // One transaction for all of them; a node kept from an earlier start gets today's status.
     let created = store.create_missing(objects)?;
-    if created.last() == Some(&false) {
+    if created.get(node_at) == Some(&false) {
         store.update_with(&key, |o| {
             o["status"] = status.clone();
             Ok(())
